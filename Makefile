@@ -1,0 +1,45 @@
+# The two commands every user needs: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install migrate run serve dev test lint typecheck bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## install: create .venv with the service and its development tools
+install: $(STAMP)
+
+## migrate: bring $DATABASE_URL (or the embedded SQLite file) to the newest schema
+migrate: install
+	@if [ -n "$${DATABASE_URL:-$${DATABASE_URI:-}}" ]; then bin/ensure-services postgres; fi
+	$(BIN)/alembic upgrade head
+
+## run: all set-up, then serve on $PORT (default 8000)
+run: migrate
+	@bin/run
+
+## dev: Flask's development server with reload
+dev: migrate
+	$(BIN)/flask --app api run --port $${PORT:-8000} --debug
+
+## test: all set-up, then the whole suite on real PostgreSQL, Redis and SQLite
+test: install
+	bin/ensure-services postgres redis
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis identity.sqlite3*

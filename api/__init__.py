@@ -1,0 +1,33 @@
+"""HTTP entry point: parses input, calls the domain, maps errors. No rules live here."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from identity.db import create_db_engine
+from identity.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the Flask app for ``settings`` (read from the environment when omitted)."""
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # keep SPEC.md's field order
+    app.extensions["identity.settings"] = settings
+    app.extensions["identity.engine"] = create_db_engine(settings)
+    if settings.embedded:
+        log.warning(
+            "DATABASE_URL is not set: using the embedded SQLite database %s",
+            settings.safe_database_url,
+        )
+
+    from api import errors, routes
+
+    errors.register(app)
+    app.register_blueprint(routes.bp)
+    return app

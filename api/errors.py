@@ -1,0 +1,47 @@
+"""Errors mapped at one edge: domain codes to JSON 4xx, unavailability to 503."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException
+
+from identity.errors import InvalidInput, Unavailable
+
+log = logging.getLogger(__name__)
+
+
+def error_response(status: int, message: str, **extra: object) -> ResponseReturnValue:
+    return jsonify({"error": message, **extra}), status
+
+
+def register(app: Flask) -> None:
+    @app.errorhandler(InvalidInput)
+    def _invalid(error: InvalidInput) -> ResponseReturnValue:
+        extra = {"field": error.field} if error.field else {}
+        return error_response(400, error.message, **extra)
+
+    @app.errorhandler(Unavailable)
+    def _unavailable(error: Unavailable) -> ResponseReturnValue:
+        log.warning("503: %s (%s)", error, type(error.__cause__).__name__)
+        body, status = error_response(503, str(error))  # type: ignore[misc]
+        return body, status, {"Retry-After": "1"}
+
+    @app.errorhandler(HTTPException)
+    def _http(error: HTTPException) -> ResponseReturnValue:
+        messages = {
+            413: "request body is larger than the limit",
+            404: "no such endpoint",
+            405: "method not allowed for this endpoint",
+        }
+        status = error.code or 500
+        custom = error.description != type(error).description
+        message = error.description if custom else messages.get(status, error.name)
+        return error_response(status, message or error.name)
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception) -> ResponseReturnValue:
+        log.exception("unhandled error")
+        return error_response(500, "internal error")

@@ -1,0 +1,93 @@
+"""Routes: parse, call one domain service, answer."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request
+from flask.typing import ResponseReturnValue
+from sqlalchemy import text
+from werkzeug.exceptions import UnsupportedMediaType
+
+from identity import services
+from identity.db import run_in_transaction
+from identity.errors import InvalidInput, Unavailable
+from identity.normalize import normalize_identifiers
+
+bp = Blueprint("identity", __name__)
+
+IDENTIFY_FIELDS = frozenset({"email", "phoneNumber"})
+
+
+class BadRequestBody(InvalidInput):
+    pass
+
+
+def _reject_constant(name: str) -> Any:
+    raise BadRequestBody(f"request body is not valid JSON: {name} is not allowed")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise BadRequestBody(f"request body has the key {key!r} twice")
+        result[key] = value
+    return result
+
+
+def read_json_body() -> Any:
+    """The request's JSON, strictly: JSON content type, UTF-8, no NaN, no duplicate keys."""
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType("Content-Type must be application/json")
+    raw = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
+    try:
+        body = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequestBody("request body is not valid UTF-8") from None
+    try:
+        return json.loads(body, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+    except RecursionError:
+        raise BadRequestBody("request body is nested too deeply") from None
+    except ValueError as error:
+        raise BadRequestBody(f"request body is not valid JSON: {error}") from None
+
+
+def _engine() -> Any:
+    return current_app.extensions["identity.engine"]
+
+
+def _settings() -> Any:
+    return current_app.extensions["identity.settings"]
+
+
+@bp.post("/identify")
+def identify() -> ResponseReturnValue:
+    body = read_json_body()
+    if not isinstance(body, dict):
+        raise BadRequestBody("request body must be a JSON object")
+    unknown = sorted(set(body) - IDENTIFY_FIELDS)
+    if unknown:
+        raise BadRequestBody(f"unknown field(s): {', '.join(unknown)}", field=unknown[0])
+    settings = _settings()
+    identifiers = normalize_identifiers(
+        body.get("email"), body.get("phoneNumber"), settings.default_phone_region
+    )
+    view = run_in_transaction(
+        _engine(),
+        lambda conn: services.identify(conn, identifiers=identifiers),
+        attempts=settings.db_retry_attempts,
+    )
+    return jsonify(view.to_json())
+
+
+@bp.get("/healthz")
+def healthz() -> ResponseReturnValue:
+    """Liveness and database reachability; never needs auth."""
+    try:
+        with _engine().connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as error:  # any failure to reach the database is "unhealthy"
+        raise Unavailable("database unreachable") from error
+    return jsonify({"status": "ok", "database": _engine().dialect.name})

@@ -1,0 +1,1 @@
+"""Identity reconciliation domain: the rules of SPEC.md, free of Flask and Celery."""

@@ -1,0 +1,172 @@
+"""Engines and the unit of work.
+
+Engines are built from Settings by a factory, never at import. ``run_in_transaction``
+is the one place where transactions begin, commit, roll back and are retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import DateTime, create_engine, event, exc
+from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.types import TypeDecorator
+
+from identity.errors import TransientConflict, Unavailable
+from identity.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# SQLSTATEs worth running the whole transaction again for.
+RETRYABLE_PG_CODES = frozenset(
+    {
+        "40P01",  # deadlock_detected
+        "40001",  # serialization_failure
+        "55P03",  # lock_not_available (lock_timeout)
+    }
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to UTCDateTime")
+        if value is not None and dialect.name == "sqlite":
+            return value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_db_engine(settings: Settings, **overrides: Any) -> Engine:
+    """Build the engine for ``settings``: pooled PostgreSQL, or the embedded SQLite file."""
+    url = settings.sqlalchemy_url
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url,
+            connect_args={"timeout": settings.db_lock_timeout_ms / 1000},
+            **overrides,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+            # Let SQLAlchemy's "begin" event own the transaction (pysqlite would
+            # otherwise BEGIN lazily and DEFERRED).
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={int(settings.db_lock_timeout_ms)}")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Connection) -> None:
+            # One writer at a time: SQLite's own lock is the embedded default's
+            # concurrency control (docs/ARCHITECTURE.md).
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+
+    options = (
+        f"-c statement_timeout={int(settings.db_statement_timeout_ms)}"
+        f" -c lock_timeout={int(settings.db_lock_timeout_ms)}"
+        " -c idle_in_transaction_session_timeout=60000"
+    )
+    params: dict[str, Any] = {
+        "pool_size": settings.db_pool_size,
+        "max_overflow": settings.db_max_overflow,
+        "pool_timeout": settings.db_pool_timeout_s,
+        "pool_pre_ping": True,
+        "pool_recycle": 1800,
+        "connect_args": {
+            "options": options,
+            "connect_timeout": max(1, int(settings.db_pool_timeout_s)),
+            "application_name": "identity-reconciliation",
+        },
+    }
+    params.update(overrides)
+    return create_engine(url, **params)
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Transient contention: deadlock, serialization failure, lock timeout, SQLite busy."""
+    if not isinstance(error, exc.DBAPIError):
+        return False
+    orig = error.orig
+    if getattr(orig, "pgcode", None) in RETRYABLE_PG_CODES:
+        return True
+    return "database is locked" in str(orig)
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """The database cannot be reached, or the pool is exhausted."""
+    if isinstance(error, exc.TimeoutError):
+        return True  # pool checkout timed out
+    if isinstance(error, exc.DBAPIError):
+        if error.connection_invalidated:
+            return True
+        pgcode = getattr(error.orig, "pgcode", None)
+        if pgcode == "57014":  # statement_timeout
+            return True
+        if isinstance(error, exc.OperationalError) and pgcode is None:
+            return True  # connection refused / closed by server
+        if pgcode and pgcode.startswith(("08", "57P")):  # connection / shutdown classes
+            return True
+    return False
+
+
+def run_in_transaction(
+    engine: Engine,
+    work: Callable[[Connection], T],
+    *,
+    attempts: int = 8,
+    base_delay_s: float = 0.005,
+    max_delay_s: float = 0.2,
+) -> T:
+    """Run ``work`` in one transaction: commit on return, roll back on exception.
+
+    Transient contention is retried with bounded, jittered exponential backoff.
+    An unreachable database, or contention outlasting every attempt, raises
+    :class:`Unavailable`; anything else propagates unchanged.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            with engine.begin() as conn:
+                return work(conn)
+        except exc.DBAPIError as error:
+            if is_retryable(error) and attempt < attempts:
+                delay = min(max_delay_s, base_delay_s * 2**attempt)
+                time.sleep(random.uniform(0, delay))
+                log.info(
+                    "retrying transaction after %s (attempt %d)", type(error.orig).__name__, attempt
+                )
+                continue
+            if is_retryable(error) or is_unavailable(error):
+                raise Unavailable("database busy or unreachable, try again") from error
+            raise
+        except TransientConflict:
+            if attempt < attempts:
+                time.sleep(random.uniform(0, min(max_delay_s, base_delay_s * 2**attempt)))
+                continue
+            raise Unavailable("too much contention on these identifiers, try again") from None
+        except exc.TimeoutError as error:
+            raise Unavailable("database busy or unreachable, try again") from error
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -1,0 +1,69 @@
+"""SQLAlchemy 2 models. The schema itself is built by Alembic migrations only."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from identity.db import UTCDateTime
+
+# Constraint names are stable across databases and migrations.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+LIVE = text("deleted_at IS NULL")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Contact(Base):
+    __tablename__ = "contact"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    phone_number: Mapped[str | None] = mapped_column(Text)
+    email: Mapped[str | None] = mapped_column(Text)
+    linked_id: Mapped[int | None] = mapped_column(Integer, ForeignKey("contact.id"))
+    link_precedence: Mapped[str] = mapped_column(String(9))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        CheckConstraint(
+            "link_precedence IN ('primary', 'secondary')", name="link_precedence_valid"
+        ),
+        # A primary has no link; a secondary always has one (SPEC I1, structurally).
+        CheckConstraint(
+            "(link_precedence = 'primary' AND linked_id IS NULL)"
+            " OR (link_precedence = 'secondary' AND linked_id IS NOT NULL)",
+            name="link_matches_precedence",
+        ),
+        CheckConstraint("email IS NOT NULL OR phone_number IS NOT NULL", name="has_identifier"),
+        # Lookups touch live rows only: partial indexes keep them index scans and small.
+        Index("ix_contact_email_live", "email", postgresql_where=LIVE, sqlite_where=LIVE),
+        Index(
+            "ix_contact_phone_number_live",
+            "phone_number",
+            postgresql_where=LIVE,
+            sqlite_where=LIVE,
+        ),
+        Index("ix_contact_linked_id_live", "linked_id", postgresql_where=LIVE, sqlite_where=LIVE),
+    )

@@ -1,0 +1,126 @@
+"""Normalization of emails and phone numbers (SPEC.md, "Normalization and bad input").
+
+Pure functions: no I/O, no configuration beyond the arguments.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import phonenumbers
+
+from identity.errors import InvalidInput
+
+MAX_EMAIL_LENGTH = 254
+MAX_LOCAL_PART = 64
+MAX_RAW_PHONE_LENGTH = 64
+MIN_PHONE_DIGITS = 3
+MAX_PHONE_DIGITS = 20
+
+# Characters a person types between digits; dropped before validation.
+_PHONE_SEPARATORS = re.compile(r"[\s\-.()]")
+_PHONE_SHAPE = re.compile(r"\+?[0-9]+")
+# Whitespace, control characters and the characters RFC 5322 never allows unquoted
+# in a domain. International (UTF-8) local parts and domains are accepted.
+_FORBIDDEN_IN_EMAIL = re.compile(r"[\s\x00-\x1f\x7f<>\[\](),;:\\\"]")
+
+
+@dataclass(frozen=True)
+class Identifiers:
+    """A request's normalized identifiers; at least one is present."""
+
+    email: str | None
+    phone: str | None
+
+
+def normalize_email(value: object) -> str | None:
+    """Trim and lower-case an email; None or blank means absent."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput("email must be a string or null", field="email")
+    email = value.strip().lower()
+    if not email:
+        return None
+    if len(email) > MAX_EMAIL_LENGTH:
+        raise InvalidInput(f"email is longer than {MAX_EMAIL_LENGTH} characters", field="email")
+    local, at, domain = email.partition("@")
+    if (
+        not at
+        or not local
+        or not domain
+        or "@" in domain
+        or len(local) > MAX_LOCAL_PART
+        or _FORBIDDEN_IN_EMAIL.search(email)
+        or any(not label for label in domain.split("."))
+    ):
+        raise InvalidInput(
+            "email must look like an address: a local part, one @, a domain", field="email"
+        )
+    return email
+
+
+def normalize_phone(value: object, default_region: str | None = None) -> str | None:
+    """Normalize a phone given as a string or a non-negative integer; None or blank is absent.
+
+    Separators are dropped and a leading + kept; 3 to 20 digits must remain.
+    A number with a leading + or, when ``default_region`` is set, one that parses
+    as valid for that region is stored in E.164.
+    """
+    if value is None:
+        return None
+    # bool is an int subclass: JSON true/false is a wrong type, not 1/0.
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InvalidInput(
+            "phoneNumber must be a string, a non-negative integer or null", field="phoneNumber"
+        )
+    if isinstance(value, int):
+        if value < 0:
+            raise InvalidInput("phoneNumber must not be negative", field="phoneNumber")
+        if value >= 10**MAX_PHONE_DIGITS:
+            raise InvalidInput(
+                f"phoneNumber has more than {MAX_PHONE_DIGITS} digits", field="phoneNumber"
+            )
+        raw = str(value)
+    else:
+        raw = value.strip()
+        if not raw:
+            return None
+        if len(raw) > MAX_RAW_PHONE_LENGTH:
+            raise InvalidInput(
+                f"phoneNumber is longer than {MAX_RAW_PHONE_LENGTH} characters",
+                field="phoneNumber",
+            )
+    compact = _PHONE_SEPARATORS.sub("", raw)
+    if not _PHONE_SHAPE.fullmatch(compact) or not compact.isascii():
+        raise InvalidInput(
+            "phoneNumber may hold only digits, spaces, dashes, dots, parentheses and a leading +",
+            field="phoneNumber",
+        )
+    digits = compact.lstrip("+")
+    if not MIN_PHONE_DIGITS <= len(digits) <= MAX_PHONE_DIGITS:
+        raise InvalidInput(
+            f"phoneNumber must have {MIN_PHONE_DIGITS} to {MAX_PHONE_DIGITS} digits",
+            field="phoneNumber",
+        )
+    if compact.startswith("+") or default_region:
+        try:
+            parsed = phonenumbers.parse(compact, default_region)
+        except phonenumbers.NumberParseException:
+            parsed = None
+        if parsed is not None and phonenumbers.is_valid_number(parsed):
+            return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    return compact
+
+
+def normalize_identifiers(
+    email: object, phone: object, default_region: str | None = None
+) -> Identifiers:
+    """Normalize both identifiers; at least one must remain."""
+    identifiers = Identifiers(
+        email=normalize_email(email), phone=normalize_phone(phone, default_region)
+    )
+    if identifiers.email is None and identifiers.phone is None:
+        raise InvalidInput("provide email or phoneNumber (at least one, not empty)")
+    return identifiers

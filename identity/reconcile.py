@@ -1,0 +1,110 @@
+"""The rules of SPEC.md as pure decisions over plain values.
+
+``decide`` says what a request does to the clusters it touches; ``build_view``
+says what the answer is. Neither touches a database, so both are unit-tested
+directly and shared by the HTTP path and the event workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+
+from identity.normalize import Identifiers
+
+
+@dataclass(frozen=True)
+class Row:
+    """One live contact row, as far as the rules care."""
+
+    id: int
+    email: str | None
+    phone: str | None
+    linked_id: int | None
+    created_at: datetime
+
+    @property
+    def age(self) -> tuple[datetime, int]:
+        """SPEC: "older" means smaller (createdAt, id)."""
+        return (self.created_at, self.id)
+
+
+class Insert(Enum):
+    NOTHING = "nothing"
+    PRIMARY = "primary"
+    SECONDARY = "secondary"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one request does: which root wins, which roots are demoted, what row is added."""
+
+    primary_id: int | None  # None only when a new primary is inserted
+    demote: tuple[int, ...]  # roots that become secondaries of primary_id
+    insert: Insert
+
+    @property
+    def writes(self) -> bool:
+        return bool(self.demote) or self.insert is not Insert.NOTHING
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """The answer of POST /identify."""
+
+    primary_id: int
+    emails: tuple[str, ...]
+    phone_numbers: tuple[str, ...]
+    secondary_ids: tuple[int, ...]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "contact": {
+                "primaryContactId": self.primary_id,
+                "emails": list(self.emails),
+                "phoneNumbers": list(self.phone_numbers),
+                "secondaryContactIds": list(self.secondary_ids),
+            }
+        }
+
+
+def decide(identifiers: Identifiers, roots: Sequence[Row], members: Iterable[Row]) -> Decision:
+    """Apply rules 1-4 of SPEC.md.
+
+    ``roots`` are the primaries of every cluster that holds the request's email or
+    phone; ``members`` every live row of those clusters (roots included). Every
+    row holding the request's email or phone is among them, so "the request
+    brings something new" is decided from them alone.
+    """
+    if not roots:
+        return Decision(primary_id=None, demote=(), insert=Insert.PRIMARY)  # rule 1
+    winner = min(roots, key=lambda r: r.age)
+    demote = tuple(sorted(r.id for r in roots if r.id != winner.id))  # rule 3
+    held_emails = set()
+    held_phones = set()
+    for row in members:
+        held_emails.add(row.email)
+        held_phones.add(row.phone)
+    brings_new = (identifiers.email is not None and identifiers.email not in held_emails) or (
+        identifiers.phone is not None and identifiers.phone not in held_phones
+    )
+    return Decision(
+        primary_id=winner.id,
+        demote=demote,
+        insert=Insert.SECONDARY if brings_new else Insert.NOTHING,  # rule 2 / rule 4
+    )
+
+
+def build_view(primary_id: int, rows: Iterable[Row]) -> ClusterView:
+    """The cluster answer: the primary's values first, then by row creation order."""
+    ordered = sorted(rows, key=lambda r: (r.id != primary_id, r.age))
+    emails = dict.fromkeys(r.email for r in ordered if r.email is not None)
+    phones = dict.fromkeys(r.phone for r in ordered if r.phone is not None)
+    return ClusterView(
+        primary_id=primary_id,
+        emails=tuple(emails),
+        phone_numbers=tuple(phones),
+        secondary_ids=tuple(sorted(r.id for r in ordered if r.id != primary_id)),
+    )

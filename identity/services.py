@@ -1,0 +1,130 @@
+"""Use cases. Each takes an open connection (one transaction, owned by the caller)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Table, func, insert, or_, select, update
+from sqlalchemy.engine import Connection
+
+from identity.db import utcnow
+from identity.errors import TransientConflict
+from identity.locking import identifier_keys, lock_keys
+from identity.models import Contact
+from identity.normalize import Identifiers
+from identity.reconcile import ClusterView, Insert, Row, build_view, decide
+
+contact: Table = Contact.__table__  # type: ignore[assignment]
+c = contact.c
+_LIVE = c.deleted_at.is_(None)
+
+# How often the roots of a request may move under us before we give up and let
+# the unit of work retry the whole transaction (each move is a concurrent merge).
+MAX_ROOT_CHASES = 16
+
+
+def _row(r: Any) -> Row:
+    return Row(
+        id=r.id, email=r.email, phone=r.phone_number, linked_id=r.linked_id, created_at=r.created_at
+    )
+
+
+def _matching(identifiers: Identifiers) -> object:
+    conditions = []
+    if identifiers.email is not None:
+        conditions.append(c.email == identifiers.email)
+    if identifiers.phone is not None:
+        conditions.append(c.phone_number == identifiers.phone)
+    return or_(*conditions)
+
+
+def lock_roots(conn: Connection, identifiers: Identifiers) -> list[Row]:
+    """Lock and return the primaries of every cluster holding the request's identifiers.
+
+    Roots are locked ``FOR UPDATE`` in id order, then checked: a concurrent merge
+    may have demoted one while we waited, in which case we look again (the next
+    statement sees the merge; READ COMMITTED takes a fresh snapshot per statement).
+    """
+    for _ in range(MAX_ROOT_CHASES):
+        root_ids = (
+            select(func.coalesce(c.linked_id, c.id))
+            .where(_LIVE, _matching(identifiers))  # type: ignore[arg-type]
+            .scalar_subquery()
+        )
+        rows = conn.execute(
+            select(c.id, c.email, c.phone_number, c.linked_id, c.created_at)
+            .where(_LIVE, c.id.in_(root_ids))
+            .order_by(c.id)
+            .with_for_update()
+        ).all()
+        if all(r.linked_id is None for r in rows):
+            return [_row(r) for r in rows]
+    raise TransientConflict("cluster roots kept moving under concurrent merges")
+
+
+def load_members(conn: Connection, root_ids: Sequence[int]) -> list[Row]:
+    """Every live row of the given clusters, in one query."""
+    if not root_ids:
+        return []
+    rows = conn.execute(
+        select(c.id, c.email, c.phone_number, c.linked_id, c.created_at).where(
+            _LIVE, or_(c.id.in_(root_ids), c.linked_id.in_(root_ids))
+        )
+    ).all()
+    return [_row(r) for r in rows]
+
+
+def identify(conn: Connection, *, identifiers: Identifiers) -> ClusterView:
+    """Reconcile one email/phone pair (SPEC.md rules 1-4) and answer with its cluster."""
+    lock_keys(conn, identifier_keys(identifiers))
+    return apply_identifiers(conn, identifiers=identifiers)
+
+
+def apply_identifiers(conn: Connection, *, identifiers: Identifiers) -> ClusterView:
+    """Rules 1-4 for a request whose identifier locks the caller already holds."""
+    roots = lock_roots(conn, identifiers)
+    members = load_members(conn, [r.id for r in roots])
+    decision = decide(identifiers, roots, members)
+    now = utcnow()
+
+    if decision.demote:
+        # Rule 3: the newer clusters, primaries and secondaries alike, point at the
+        # winner directly (one level, never a chain), in one statement.
+        conn.execute(
+            update(contact)
+            .where(_LIVE, or_(c.id.in_(decision.demote), c.linked_id.in_(decision.demote)))
+            .values(linked_id=decision.primary_id, link_precedence="secondary", updated_at=now)
+        )
+
+    if decision.insert is Insert.NOTHING:
+        assert decision.primary_id is not None
+        return build_view(decision.primary_id, members)
+
+    if decision.insert is Insert.SECONDARY:
+        winner = next(r for r in roots if r.id == decision.primary_id)
+        # Never older than its primary, whatever the clocks of the app servers say (I2).
+        created_at = max(now, winner.created_at)
+        linked_id: int | None = winner.id
+    else:
+        created_at, linked_id = now, None
+    new_id = conn.execute(
+        insert(contact)
+        .values(
+            email=identifiers.email,
+            phone_number=identifiers.phone,
+            linked_id=linked_id,
+            link_precedence="secondary" if linked_id else "primary",
+            created_at=created_at,
+            updated_at=created_at,
+        )
+        .returning(c.id)
+    ).scalar_one()
+    new_row = Row(
+        id=new_id,
+        email=identifiers.email,
+        phone=identifiers.phone,
+        linked_id=linked_id,
+        created_at=created_at,
+    )
+    return build_view(linked_id or new_id, [*members, new_row])

@@ -1,0 +1,147 @@
+"""The one reader of the environment.
+
+Every other module receives a :class:`Settings`; tests build one explicitly.
+A ``.env`` file in the working directory is read first (real environment
+variables win over it).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+#: Used when neither DATABASE_URL nor DATABASE_URI is set: a SQLite file in the
+#: working directory, so a newcomer can run the service anywhere.
+EMBEDDED_DATABASE_FILE = "identity.sqlite3"
+
+
+class Secret:
+    """A string that never shows itself in repr, str or logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('**********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+
+class SettingsError(ValueError):
+    """A setting has a value the service cannot use."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _mask_url(url: str) -> str:
+    """Hide the password of a database or broker URL."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: Secret = field(default_factory=lambda: Secret(""))
+    port: int = 8000
+    bind_host: str = "127.0.0.1"
+    default_phone_region: str | None = None
+    db_pool_size: int = 5
+    db_max_overflow: int = 5
+    db_pool_timeout_s: float = 5.0
+    db_statement_timeout_ms: int = 10_000
+    db_lock_timeout_ms: int = 5_000
+    db_retry_attempts: int = 8
+    max_body_bytes: int = 64 * 1024
+    redis_url: Secret = field(default_factory=lambda: Secret(""))
+    identity_partitions: int = 4
+    api_keys: Secret = field(default_factory=lambda: Secret(""))
+    flower_basic_auth: Secret = field(default_factory=lambda: Secret(""))
+    log_level: str = "INFO"
+
+    @property
+    def embedded(self) -> bool:
+        """True when no database is configured and the SQLite file is used."""
+        return not self.database_url
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            url = self.database_url.get()
+            # Heroku-style and bare URLs both mean psycopg2 here.
+            for prefix in ("postgres://", "postgresql://"):
+                if url.startswith(prefix):
+                    return "postgresql+psycopg2://" + url[len(prefix) :]
+            return url
+        return f"sqlite:///{Path.cwd() / EMBEDDED_DATABASE_FILE}"
+
+    @property
+    def safe_database_url(self) -> str:
+        """The database URL with its password hidden, fit for logs."""
+        return _mask_url(self.sqlalchemy_url)
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, dotenv_path: str | None = ".env"
+    ) -> Settings:
+        env: dict[str, str] = {}
+        if dotenv_path and Path(dotenv_path).is_file():
+            env.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+        env.update(os.environ if environ is None else environ)
+
+        region = env.get("DEFAULT_PHONE_REGION", "").strip().upper() or None
+        if region is not None:
+            import phonenumbers
+
+            if region not in phonenumbers.SUPPORTED_REGIONS:
+                raise SettingsError(f"DEFAULT_PHONE_REGION {region!r} is not a known region")
+        return cls(
+            database_url=Secret((env.get("DATABASE_URL") or env.get("DATABASE_URI") or "").strip()),
+            port=_int(env, "PORT", 8000, minimum=1),
+            bind_host=env.get("BIND_HOST", "").strip() or "127.0.0.1",
+            default_phone_region=region,
+            db_pool_size=_int(env, "DB_POOL_SIZE", 5, minimum=1),
+            db_max_overflow=_int(env, "DB_MAX_OVERFLOW", 5),
+            db_pool_timeout_s=float(_int(env, "DB_POOL_TIMEOUT_MS", 5_000, minimum=1)) / 1000,
+            db_statement_timeout_ms=_int(env, "DB_STATEMENT_TIMEOUT_MS", 10_000),
+            db_lock_timeout_ms=_int(env, "DB_LOCK_TIMEOUT_MS", 5_000),
+            db_retry_attempts=_int(env, "DB_RETRY_ATTEMPTS", 8, minimum=1),
+            max_body_bytes=_int(env, "MAX_BODY_BYTES", 64 * 1024, minimum=256),
+            redis_url=Secret(env.get("REDIS_URL", "").strip()),
+            identity_partitions=_int(env, "IDENTITY_PARTITIONS", 4, minimum=1),
+            api_keys=Secret(env.get("API_KEYS", "").strip()),
+            flower_basic_auth=Secret(env.get("FLOWER_BASIC_AUTH", "").strip()),
+            log_level=env.get("LOG_LEVEL", "").strip().upper() or "INFO",
+        )

@@ -1,0 +1,73 @@
+"""Fixtures shared by every tier: real PostgreSQL and SQLite databases built by Alembic."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy.engine import Engine
+
+from api import create_app
+from identity.db import create_db_engine
+from identity.settings import Secret, Settings
+from tests.support.db import create_pg_database, drop_pg_database, migrate, reset_contacts
+
+BACKENDS = ("postgresql", "sqlite")
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A private, migrated PostgreSQL database for this test session."""
+    name = f"identity_test_{os.getpid()}"
+    url = create_pg_database(name)
+    migrate(url)
+    yield url
+    drop_pg_database(name)
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path: Path = tmp_path_factory.mktemp("sqlite") / "identity.sqlite3"
+    url = f"sqlite:///{path}"
+    migrate(url)
+    return url
+
+
+def make_settings(url: str, **overrides: object) -> Settings:
+    return Settings(database_url=Secret(url), **overrides)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def settings(backend: str, request: pytest.FixtureRequest) -> Settings:
+    url = request.getfixturevalue("pg_url" if backend == "postgresql" else "sqlite_url")
+    return make_settings(url)
+
+
+@pytest.fixture
+def engine(settings: Settings) -> Iterator[Engine]:
+    engine = create_db_engine(settings)
+    reset_contacts(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def app(settings: Settings, engine: Engine) -> Iterator[Flask]:
+    app = create_app(settings)
+    app.config["TESTING"] = True
+    yield app
+    app.extensions["identity.engine"].dispose()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
