@@ -17,6 +17,7 @@ from sqlalchemy import DateTime, create_engine, event, exc
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.types import TypeDecorator
 
+from identity import observe
 from identity.errors import TransientConflict, Unavailable
 from identity.settings import Settings
 
@@ -62,6 +63,7 @@ def create_db_engine(settings: Settings, **overrides: Any) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
+            hide_parameters=True,  # identifiers are personal data: never in errors or logs
             connect_args={"timeout": settings.db_lock_timeout_ms / 1000},
             **overrides,
         )
@@ -96,6 +98,7 @@ def create_db_engine(settings: Settings, **overrides: Any) -> Engine:
         "pool_timeout": settings.db_pool_timeout_s,
         "pool_pre_ping": True,
         "pool_recycle": 1800,
+        "hide_parameters": True,  # identifiers are personal data: never in errors or logs
         "connect_args": {
             "options": options,
             "connect_timeout": max(1, int(settings.db_pool_timeout_s)),
@@ -114,6 +117,23 @@ def is_retryable(error: BaseException) -> bool:
     if getattr(orig, "pgcode", None) in RETRYABLE_PG_CODES:
         return True
     return "database is locked" in str(orig)
+
+
+def retry_reason(error: exc.DBAPIError) -> str:
+    """A short, stable label for why a transaction is run again (metrics, logs)."""
+    pgcode = getattr(error.orig, "pgcode", None)
+    return {"40P01": "deadlock", "40001": "serialization", "55P03": "lock_timeout"}.get(
+        pgcode or "", "busy"
+    )
+
+
+def unavailable_reason(error: BaseException) -> str:
+    """A short, stable label for why the database could not serve (metrics, logs)."""
+    if isinstance(error, exc.TimeoutError):
+        return "pool_timeout"
+    if getattr(getattr(error, "orig", None), "pgcode", None) == "57014":
+        return "statement_timeout"
+    return "unreachable"
 
 
 def is_unavailable(error: BaseException) -> bool:
@@ -150,7 +170,13 @@ def run_in_transaction(
     for attempt in range(1, attempts + 1):
         try:
             with engine.begin() as conn:
-                return work(conn)
+                observe.begin(conn)
+                try:
+                    result = work(conn)
+                finally:
+                    signals = observe.take(conn)
+            observe.flush(signals)  # committed: what it recorded really happened
+            return result
         except exc.DBAPIError as error:
             if is_retryable(error) and attempt < attempts:
                 delay = min(max_delay_s, base_delay_s * 2**attempt)
@@ -158,15 +184,27 @@ def run_in_transaction(
                 log.info(
                     "retrying transaction after %s (attempt %d)", type(error.orig).__name__, attempt
                 )
+                observe.emit(observe.RETRY, reason=retry_reason(error))
                 continue
-            if is_retryable(error) or is_unavailable(error):
-                raise Unavailable("database busy or unreachable, try again") from error
+            if is_retryable(error):
+                raise Unavailable(
+                    "database busy or unreachable, try again", reason="contention"
+                ) from error
+            if is_unavailable(error):
+                raise Unavailable(
+                    "database busy or unreachable, try again", reason=unavailable_reason(error)
+                ) from error
             raise
         except TransientConflict:
             if attempt < attempts:
                 time.sleep(random.uniform(0, min(max_delay_s, base_delay_s * 2**attempt)))
+                observe.emit(observe.RETRY, reason="conflict")
                 continue
-            raise Unavailable("too much contention on these identifiers, try again") from None
+            raise Unavailable(
+                "too much contention on these identifiers, try again", reason="contention"
+            ) from None
         except exc.TimeoutError as error:
-            raise Unavailable("database busy or unreachable, try again") from error
+            raise Unavailable(
+                "database busy or unreachable, try again", reason="pool_timeout"
+            ) from error
     raise AssertionError("unreachable")  # pragma: no cover

@@ -25,6 +25,12 @@ class Unavailable(IdentityError):
 
     code = "unavailable"
 
+    def __init__(self, message: str, reason: str = "unavailable") -> None:
+        super().__init__(message)
+        #: Why, as a short stable label: pool_timeout, unreachable, statement_timeout,
+        #: contention, broker... (metrics and logs; never shown as the message).
+        self.reason = reason
+
 
 class TransientConflict(IdentityError):
     """Concurrent writers moved the data under us; the unit of work runs again."""

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Table, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
+from identity import observe
 from identity.db import utcnow
 from identity.errors import TransientConflict
 from identity.locking import identifier_keys, lock_keys
@@ -96,6 +97,7 @@ def apply_identifiers(conn: Connection, *, identifiers: Identifiers) -> ClusterV
             .where(_LIVE, or_(c.id.in_(decision.demote), c.linked_id.in_(decision.demote)))
             .values(linked_id=decision.primary_id, link_precedence="secondary", updated_at=now)
         )
+        observe.record(conn, observe.MERGE, demoted=len(decision.demote))
 
     if decision.insert is Insert.NOTHING:
         assert decision.primary_id is not None

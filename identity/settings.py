@@ -62,6 +62,16 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return value
 
 
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices`` (the first is the default), case-insensitive."""
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return choices[0]
+    if raw not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
 def _mask_url(url: str) -> str:
     """Hide the password of a database or broker URL."""
     scheme, sep, rest = url.partition("://")
@@ -90,6 +100,8 @@ class Settings:
     api_keys: Secret = field(default_factory=lambda: Secret(""))
     flower_basic_auth: Secret = field(default_factory=lambda: Secret(""))
     log_level: str = "INFO"
+    log_format: str = "json"  # json (one object a line) or text (for a terminal)
+    log_hash_key: Secret = field(default_factory=lambda: Secret(""))  # keys PII hashes in logs
 
     @property
     def embedded(self) -> bool:
@@ -144,4 +156,6 @@ class Settings:
             api_keys=Secret(env.get("API_KEYS", "").strip()),
             flower_basic_auth=Secret(env.get("FLOWER_BASIC_AUTH", "").strip()),
             log_level=env.get("LOG_LEVEL", "").strip().upper() or "INFO",
+            log_format=_choice(env, "LOG_FORMAT", ("json", "text")),
+            log_hash_key=Secret(env.get("LOG_HASH_KEY", "").strip()),
         )

@@ -1,0 +1,80 @@
+"""Domain signals for whoever watches (metrics, tests), without the domain knowing who.
+
+The domain says *what happened* (a merge, a retried transaction) by name; an
+entry point subscribes a callback and turns the signals into metrics. Nothing
+here imports a metrics library, so ``identity`` stays plain Python.
+
+Signals raised inside a transaction through :func:`record` are held back until
+that transaction commits (``run_in_transaction`` flushes them), so a merge that
+was rolled back and retried is counted once, when it really happened.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+log = logging.getLogger(__name__)
+
+#: A subscriber: ``(signal name, fields)``. It must be quick and must not raise.
+Observer = Callable[[str, Mapping[str, Any]], None]
+
+#: Signal names, stable: dashboards and alerts are built on them.
+MERGE = "merge"  # fields: demoted (int, clusters folded into an older one)
+RETRY = "retry"  # fields: reason (deadlock | serialization | lock_timeout | busy | conflict)
+
+_PENDING_KEY = "identity.observe.pending"
+_observers: list[Observer] = []
+
+
+def subscribe(observer: Observer) -> None:
+    """Call ``observer`` for every signal from now on (once, however often subscribed)."""
+    if observer not in _observers:
+        _observers.append(observer)
+
+
+def unsubscribe(observer: Observer) -> None:
+    if observer in _observers:
+        _observers.remove(observer)
+
+
+def emit(name: str, **fields: Any) -> None:
+    """Tell every subscriber now. A failing subscriber is logged, never propagated."""
+    for observer in list(_observers):
+        try:
+            observer(name, fields)
+        except Exception:  # observability must never break the write path
+            log.exception("observer %r failed on signal %s", observer, name)
+
+
+def begin(conn: Connection) -> None:
+    """Start holding back :func:`record`-ed signals of ``conn``'s transaction."""
+    conn.info[_PENDING_KEY] = []
+
+
+def record(conn: Connection, name: str, **fields: Any) -> None:
+    """A signal that only counts if ``conn``'s transaction commits.
+
+    Held until :func:`flush` when the owner of the transaction called :func:`begin`;
+    emitted at once otherwise.
+    """
+    pending = conn.info.get(_PENDING_KEY)
+    if pending is None:
+        emit(name, **fields)
+    else:
+        pending.append((name, fields))
+
+
+def take(conn: Connection) -> list[tuple[str, dict[str, Any]]]:
+    """Stop holding back and return what was recorded on ``conn``."""
+    result: list[tuple[str, dict[str, Any]]] = conn.info.pop(_PENDING_KEY, None) or []
+    return result
+
+
+def flush(signals: list[tuple[str, dict[str, Any]]]) -> None:
+    """Emit signals that :func:`take` returned, after their transaction committed."""
+    for name, fields in signals:
+        emit(name, **fields)
