@@ -22,8 +22,9 @@ MAX_PHONE_DIGITS = 20
 _PHONE_SEPARATORS = re.compile(r"[\s\-.()]")
 _PHONE_SHAPE = re.compile(r"\+?[0-9]+")
 # Whitespace, control characters and the characters RFC 5322 never allows unquoted
-# in a domain. International (UTF-8) local parts and domains are accepted.
-_FORBIDDEN_IN_EMAIL = re.compile(r"[\s\x00-\x1f\x7f<>\[\](),;:\\\"]")
+# in a domain. International (UTF-8) local parts and domains are accepted; lone
+# surrogates (a JSON "\ud800" escape) are not text and no database can store them.
+_FORBIDDEN_IN_EMAIL = re.compile(r"[\s\x00-\x1f\x7f<>\[\](),;:\\\"\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
