@@ -49,7 +49,9 @@ class SettingsError(ValueError):
     """A setting has a value the service cannot use."""
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+def _int(
+    env: Mapping[str, str], name: str, default: int, minimum: int = 0, maximum: int | None = None
+) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -59,6 +61,8 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
     if value < minimum:
         raise SettingsError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise SettingsError(f"{name} must be <= {maximum}, got {value}")
     return value
 
 
@@ -141,7 +145,7 @@ class Settings:
                 raise SettingsError(f"DEFAULT_PHONE_REGION {region!r} is not a known region")
         return cls(
             database_url=Secret((env.get("DATABASE_URL") or env.get("DATABASE_URI") or "").strip()),
-            port=_int(env, "PORT", 8000, minimum=1),
+            port=_int(env, "PORT", 8000, minimum=1, maximum=65535),
             bind_host=env.get("BIND_HOST", "").strip() or "127.0.0.1",
             default_phone_region=region,
             db_pool_size=_int(env, "DB_POOL_SIZE", 5, minimum=1),
