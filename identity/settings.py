@@ -76,6 +76,20 @@ def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
     return raw
 
 
+def _database_url(real: Mapping[str, str], dotenv: Mapping[str, str]) -> str:
+    """DATABASE_URL, or the older DATABASE_URI; blank counts as unset.
+
+    The real environment wins over .env under either name: a database exported in
+    the shell is never overridden by a .env file that uses the other name.
+    """
+    for source in (real, dotenv):
+        for name in ("DATABASE_URL", "DATABASE_URI"):
+            value = source.get(name, "").strip()
+            if value:
+                return value
+    return ""
+
+
 def _mask_url(url: str) -> str:
     """Hide the password of a database or broker URL."""
     scheme, sep, rest = url.partition("://")
@@ -132,10 +146,11 @@ class Settings:
     def from_env(
         cls, environ: Mapping[str, str] | None = None, dotenv_path: str | None = ".env"
     ) -> Settings:
-        env: dict[str, str] = {}
+        dotenv: dict[str, str] = {}
         if dotenv_path and Path(dotenv_path).is_file():
-            env.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
-        env.update(os.environ if environ is None else environ)
+            dotenv = {k: v for k, v in dotenv_values(dotenv_path).items() if v is not None}
+        real = os.environ if environ is None else environ
+        env = {**dotenv, **real}
 
         region = env.get("DEFAULT_PHONE_REGION", "").strip().upper() or None
         if region is not None:
@@ -144,7 +159,7 @@ class Settings:
             if region not in phonenumbers.SUPPORTED_REGIONS:
                 raise SettingsError(f"DEFAULT_PHONE_REGION {region!r} is not a known region")
         return cls(
-            database_url=Secret((env.get("DATABASE_URL") or env.get("DATABASE_URI") or "").strip()),
+            database_url=Secret(_database_url(real, dotenv)),
             port=_int(env, "PORT", 8000, minimum=1, maximum=65535),
             bind_host=env.get("BIND_HOST", "").strip() or "127.0.0.1",
             default_phone_region=region,
