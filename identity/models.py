@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
+    JSON,
+    BigInteger,
     CheckConstraint,
     ForeignKey,
     Index,
@@ -67,3 +70,62 @@ class Contact(Base):
         ),
         Index("ix_contact_linked_id_live", "linked_id", postgresql_where=LIVE, sqlite_where=LIVE),
     )
+
+
+# --- Asynchronous events (docs/ASYNC.md) ---------------------------------------------
+
+# A 64-bit sequence on PostgreSQL; SQLite only auto-increments an INTEGER primary key.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+UNPUBLISHED = text("published_at IS NULL")
+
+
+class ProcessedEvent(Base):
+    """The idempotency ledger: one row per event applied, written with the change itself."""
+
+    __tablename__ = "processed_event"
+
+    event_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    applied_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class EventInbox(Base):
+    """Events accepted by POST /events and not applied yet (the durable outbox).
+
+    The relay publishes unpublished rows in ``seq`` order and re-drives rows that
+    stay unapplied; the worker deletes a row in the transaction that applies it.
+    """
+
+    __tablename__ = "event_inbox"
+
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(Text)
+    email: Mapped[str | None] = mapped_column(Text)
+    phone_number: Mapped[str | None] = mapped_column(Text)
+    occurred_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    source: Mapped[str | None] = mapped_column(Text)
+    accepted_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        Index("ix_event_inbox_event_id", "event_id"),
+        Index("ix_event_inbox_published_at", "published_at"),
+        # The relay's "what is new" scan touches unpublished rows only.
+        Index(
+            "ix_event_inbox_unpublished",
+            "seq",
+            postgresql_where=UNPUBLISHED,
+            sqlite_where=UNPUBLISHED,
+        ),
+    )
+
+
+class DeadLetter(Base):
+    """An event that kept failing, with its payload and last error, until replayed."""
+
+    __tablename__ = "dead_letter"
+
+    event_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    payload: Mapped[Any] = mapped_column(JSON)
+    error: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer)
+    failed_at: Mapped[datetime] = mapped_column(UTCDateTime())
