@@ -1,0 +1,342 @@
+"""Event use cases: apply a batch set-based, the durable inbox, and dead letters.
+
+Each function takes an open connection; the caller owns the transaction
+(``identity.db.run_in_transaction``). See docs/ASYNC.md for the data flow.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import Table, bindparam, delete, func, insert, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from identity.batch import NewRef, Ref, plan_batch
+from identity.db import utcnow
+from identity.errors import TransientConflict
+from identity.events import Event
+from identity.locking import identifier_keys, lock_keys
+from identity.models import Contact, DeadLetter, EventInbox, ProcessedEvent
+from identity.normalize import Identifiers
+from identity.reconcile import Row
+from identity.services import MAX_ROOT_CHASES
+
+contact: Table = Contact.__table__  # type: ignore[assignment]
+ledger: Table = ProcessedEvent.__table__  # type: ignore[assignment]
+inbox: Table = EventInbox.__table__  # type: ignore[assignment]
+dead_letter: Table = DeadLetter.__table__  # type: ignore[assignment]
+c = contact.c
+_LIVE = c.deleted_at.is_(None)
+
+#: Events applied in one transaction. Each takes up to two advisory locks, and the
+#: PostgreSQL lock table holds max_locks_per_transaction x max_connections entries
+#: in all (6,400 by default), shared by every worker and request.
+MAX_EVENTS_PER_TRANSACTION = 500
+
+T = TypeVar("T")
+
+
+def chunked(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    applied: int  # events applied now
+    duplicates: int  # events skipped: already in the ledger, or repeated in the batch
+    inserted: int  # contact rows inserted
+    relinked_roots: int  # primaries demoted by merges
+
+
+def _dialect_insert(conn: Connection, table: Table) -> Any:
+    module = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return module.insert(table)
+
+
+def _record_in_ledger(conn: Connection, event_ids: list[str], now: datetime) -> set[str]:
+    """Insert the batch's ids into the ledger; returns those that were not there yet.
+
+    A concurrent transaction applying the same event holds its ledger row until it
+    ends; ON CONFLICT waits for it, then skips the id if it committed.
+    """
+    stmt = (
+        _dialect_insert(conn, ledger)
+        .values([{"event_id": e, "applied_at": now} for e in sorted(event_ids)])
+        .on_conflict_do_nothing()
+        .returning(ledger.c.event_id)
+    )
+    return set(conn.execute(stmt).scalars())
+
+
+def _row(r: Any) -> Row:
+    return Row(
+        id=r.id, email=r.email, phone=r.phone_number, linked_id=r.linked_id, created_at=r.created_at
+    )
+
+
+def _lock_batch_roots(
+    conn: Connection, emails: list[str], phones: list[str]
+) -> tuple[list[Row], list[Row]]:
+    """The live rows holding any of the identifiers, and their roots locked FOR UPDATE.
+
+    Same protocol as ``services.lock_roots``: lock in id order, then re-check that each
+    locked row is still a root; a concurrent merge sends us round again.
+    """
+    columns = (c.id, c.email, c.phone_number, c.linked_id, c.created_at)
+    matches = []
+    if emails:
+        matches.append(c.email.in_(emails))
+    if phones:
+        matches.append(c.phone_number.in_(phones))
+    for _ in range(MAX_ROOT_CHASES):
+        rows = [_row(r) for r in conn.execute(select(*columns).where(_LIVE, or_(*matches)))]
+        root_ids = sorted({r.linked_id if r.linked_id is not None else r.id for r in rows})
+        if not root_ids:
+            return [], []
+        roots = conn.execute(
+            select(*columns).where(_LIVE, c.id.in_(root_ids)).order_by(c.id).with_for_update()
+        ).all()
+        if len(roots) == len(root_ids) and all(r.linked_id is None for r in roots):
+            return rows, [_row(r) for r in roots]
+    raise TransientConflict("cluster roots kept moving under concurrent merges")
+
+
+def _allocate_ids(conn: Connection, count: int) -> list[int]:
+    """``count`` fresh contact ids, ascending, each larger than every id already visible."""
+    if count == 0:
+        return []
+    if conn.dialect.name == "postgresql":
+        ids = conn.execute(
+            text(
+                "SELECT nextval(pg_get_serial_sequence('contact', 'id'))"
+                " FROM generate_series(1, :n)"
+            ),
+            {"n": count},
+        ).scalars()
+        return sorted(ids)
+    # SQLite: BEGIN IMMEDIATE makes us the only writer, so max(id) cannot move.
+    top = conn.execute(select(func.coalesce(func.max(c.id), 0))).scalar_one()
+    return list(range(top + 1, top + 1 + count))
+
+
+def _relink(conn: Connection, relinks: dict[int, int], now: datetime) -> None:
+    """Point each demoted root, and every row linked to it, at its final primary."""
+    if not relinks:
+        return
+    if conn.dialect.name == "postgresql":
+        # One statement for the whole batch, two array parameters whatever its size.
+        conn.execute(
+            text(
+                "UPDATE contact AS c SET linked_id = m.w, link_precedence = 'secondary',"
+                " updated_at = :now"
+                " FROM unnest(CAST(:losers AS integer[]), CAST(:winners AS integer[])) AS m(r, w)"
+                " WHERE c.deleted_at IS NULL AND (c.id = m.r OR c.linked_id = m.r)"
+            ),
+            {"losers": list(relinks), "winners": list(relinks.values()), "now": now},
+        )
+        return
+    by_winner: dict[int, list[int]] = {}
+    for loser, winner in relinks.items():
+        by_winner.setdefault(winner, []).append(loser)
+    for winner, losers in by_winner.items():
+        conn.execute(
+            update(contact)
+            .where(_LIVE, or_(c.id.in_(losers), c.linked_id.in_(losers)))
+            .values(linked_id=winner, link_precedence="secondary", updated_at=now)
+        )
+
+
+def apply_events(conn: Connection, events: Sequence[Event]) -> BatchResult:
+    """Apply ``events`` in one transaction, as if applied one by one in order.
+
+    Takes every identifier lock of the batch at once (sorted, so batches and requests
+    never deadlock on them), skips events the ledger already holds, then loads the
+    matching rows and locks their roots in O(1) queries, plans the whole batch in
+    memory (``identity.batch.plan_batch``) and writes the difference with one
+    multi-row INSERT and one UPDATE. Accepted inbox rows of the batch are deleted in
+    the same transaction.
+    """
+    first: dict[str, Event] = {}
+    for event in events:
+        first.setdefault(event.event_id, event)
+    if not first:
+        return BatchResult(0, 0, 0, 0)
+    keys = {k for e in first.values() for k in identifier_keys(e.identifiers)}
+    lock_keys(conn, keys)
+    now = utcnow()
+    fresh_ids = _record_in_ledger(conn, list(first), now)
+    conn.execute(delete(inbox).where(inbox.c.event_id.in_(list(first))))
+    fresh = [e.identifiers for e in first.values() if e.event_id in fresh_ids]
+    duplicates = len(events) - len(fresh)
+    if not fresh:
+        return BatchResult(0, duplicates, 0, 0)
+
+    emails = sorted({i.email for i in fresh if i.email is not None})
+    phones = sorted({i.phone for i in fresh if i.phone is not None})
+    rows, roots = _lock_batch_roots(conn, emails, phones)
+    now = utcnow()  # after the locks: a row that waited is never older than the one it waited for
+    plan = plan_batch(fresh, rows, roots, now)
+    ids = _allocate_ids(conn, len(plan.new_rows))
+
+    def real(ref: Ref) -> int:
+        return ids[ref.index] if isinstance(ref, NewRef) else ref
+
+    if plan.new_rows:
+        conn.execute(
+            insert(contact),
+            [
+                {
+                    "id": ids[n.index],
+                    "email": n.email,
+                    "phone_number": n.phone,
+                    "linked_id": None if n.is_primary else real(n.root),
+                    "link_precedence": "primary" if n.is_primary else "secondary",
+                    "created_at": n.created_at,
+                    "updated_at": n.created_at,
+                }
+                for n in plan.new_rows
+            ],
+        )
+    # After the insert: a demoted root may now point at a primary the batch created.
+    _relink(conn, {loser: real(w) for loser, w in plan.relinks.items()}, now)
+    return BatchResult(len(fresh), duplicates, len(plan.new_rows), len(plan.relinks))
+
+
+# --- The inbox (durable outbox of POST /events) -------------------------------------
+
+
+def accept_events(conn: Connection, events: Sequence[Event]) -> None:
+    """Write accepted events to the inbox; once committed they are never lost."""
+    now = utcnow()
+    conn.execute(
+        insert(inbox),
+        [
+            {
+                "event_id": e.event_id,
+                "email": e.identifiers.email,
+                "phone_number": e.identifiers.phone,
+                "occurred_at": e.occurred_at,
+                "source": e.source,
+                "accepted_at": now,
+            }
+            for e in events
+        ],
+    )
+
+
+@dataclass(frozen=True)
+class InboxRow:
+    seq: int
+    event: Event
+
+
+def _inbox_event(r: Any) -> InboxRow:
+    return InboxRow(
+        r.seq,
+        Event(
+            event_id=r.event_id,
+            identifiers=Identifiers(email=r.email, phone=r.phone_number),
+            occurred_at=r.occurred_at,
+            source=r.source,
+        ),
+    )
+
+
+def _claimable(conn: Connection, condition: Any, limit: int) -> Any:
+    query = select(inbox).where(condition).order_by(inbox.c.seq).limit(limit)
+    if conn.dialect.name == "postgresql":
+        # Two relays never publish the same rows at once; neither waits for the other.
+        query = query.with_for_update(skip_locked=True)
+    return query
+
+
+def claim_unpublished(conn: Connection, *, limit: int) -> list[InboxRow]:
+    """Lock the oldest never-published inbox rows (seq order) for publishing."""
+    rows = conn.execute(_claimable(conn, inbox.c.published_at.is_(None), limit)).all()
+    return [_inbox_event(r) for r in rows]
+
+
+def claim_stale(conn: Connection, *, older_than_s: float, limit: int) -> list[InboxRow]:
+    """Lock inbox rows published more than ``older_than_s`` ago and still not applied."""
+    cutoff = utcnow() - timedelta(seconds=older_than_s)
+    rows = conn.execute(_claimable(conn, inbox.c.published_at < cutoff, limit)).all()
+    return [_inbox_event(r) for r in rows]
+
+
+def mark_published(conn: Connection, seqs: Sequence[int]) -> None:
+    if seqs:
+        conn.execute(update(inbox).where(inbox.c.seq.in_(list(seqs))).values(published_at=utcnow()))
+
+
+def inbox_pending(conn: Connection) -> int:
+    return int(conn.execute(select(func.count()).select_from(inbox)).scalar_one())
+
+
+# --- Dead letters ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeadLetterRecord:
+    event_id: str
+    payload: Any
+    error: str
+    attempts: int
+    failed_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "eventId": self.event_id,
+            "payload": self.payload,
+            "error": self.error,
+            "attempts": self.attempts,
+            "failedAt": self.failed_at.isoformat(),
+        }
+
+
+def record_dead_letter(conn: Connection, *, event_id: str, payload: Any, error: str) -> None:
+    """Park a failing event with its error (again: attempts + 1); it leaves the inbox."""
+    now = utcnow()
+    # Keep the payload JSON-clean whatever a producer sent (it is shown and replayed).
+    clean = json.loads(json.dumps(payload, default=str))
+    stmt = _dialect_insert(conn, dead_letter).values(
+        event_id=event_id, payload=clean, error=error[:4000], attempts=1, failed_at=now
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[dead_letter.c.event_id],
+        set_={
+            "payload": stmt.excluded.payload,
+            "error": stmt.excluded.error,
+            "attempts": dead_letter.c.attempts + 1,
+            "failed_at": stmt.excluded.failed_at,
+        },
+    )
+    conn.execute(stmt)
+    conn.execute(delete(inbox).where(inbox.c.event_id == event_id))
+
+
+def list_dead_letters(conn: Connection, *, limit: int = 100) -> list[DeadLetterRecord]:
+    rows = conn.execute(
+        select(dead_letter).order_by(dead_letter.c.failed_at, dead_letter.c.event_id).limit(limit)
+    ).all()
+    return [DeadLetterRecord(r.event_id, r.payload, r.error, r.attempts, r.failed_at) for r in rows]
+
+
+def count_dead_letters(conn: Connection) -> int:
+    return int(conn.execute(select(func.count()).select_from(dead_letter)).scalar_one())
+
+
+def take_dead_letters(conn: Connection, event_ids: Sequence[str] | None) -> list[DeadLetterRecord]:
+    """Remove and return dead letters (all of them when ``event_ids`` is None), to replay."""
+    query = delete(dead_letter)
+    if event_ids is not None:
+        query = query.where(dead_letter.c.event_id.in_(bindparam("ids", expanding=True)))
+    rows = conn.execute(
+        query.returning(*dead_letter.c), {"ids": list(event_ids or [])} if event_ids else {}
+    ).all()
+    return [DeadLetterRecord(r.event_id, r.payload, r.error, r.attempts, r.failed_at) for r in rows]
