@@ -19,3 +19,51 @@ timeout = 30
 graceful_timeout = 10
 keepalive = 5
 accesslog = None
+
+# --- Logs: gunicorn's own lines in the app's format (JSON by default, PII redacted).
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"app": {"()": "api.observability.make_formatter", "settings": _settings}},
+    "handlers": {"stderr": {"class": "api.observability.StderrHandler", "formatter": "app"}},
+    # The root logger gets its handler from create_app (api.observability.configure_logging).
+    "root": {"level": _settings.log_level, "handlers": []},
+    "loggers": {
+        "gunicorn.error": {"level": _settings.log_level, "handlers": ["stderr"], "propagate": False}
+    },
+}
+
+# --- Metrics: every worker process writes its counters to files in one directory, and
+# GET /metrics adds them up (prometheus_client multiprocess mode). The variable must be
+# set before any worker imports prometheus_client, hence here, in the master.
+_metrics_dir_owned = False
+if not __import__("os").environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    import tempfile as _tempfile
+
+    __import__("os").environ["PROMETHEUS_MULTIPROC_DIR"] = _tempfile.mkdtemp(
+        prefix="identity-metrics-"
+    )
+    _metrics_dir_owned = True
+
+
+def on_starting(server: object) -> None:
+    """A restarted server starts its counters from zero: drop the files of a previous run."""
+    import glob
+    import os
+
+    for path in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
+        os.remove(path)
+
+
+def child_exit(server: object, worker: object) -> None:
+    """A dead worker's live gauges stop counting; its counters stay in the sum."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
+
+
+def on_exit(server: object) -> None:
+    if _metrics_dir_owned:
+        import shutil
+
+        shutil.rmtree(__import__("os").environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

@@ -15,6 +15,9 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the Flask app for ``settings`` (read from the environment when omitted)."""
     settings = settings or Settings.from_env()
+    from api import observability
+
+    observability.configure_logging(settings)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep SPEC.md's field order
@@ -26,8 +29,12 @@ def create_app(settings: Settings | None = None) -> Flask:
             settings.safe_database_url,
         )
 
-    from api import errors, routes
+    from api import auth, errors, metrics, openapi, routes
 
+    observability.register(app)  # first: every later hook and log line has the request id
+    auth.register(app, settings)
+    metrics.register(app)
     errors.register(app)
     app.register_blueprint(routes.bp)
+    app.register_blueprint(openapi.bp)
     return app

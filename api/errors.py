@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify
+from flask import Flask, g, jsonify
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
@@ -25,7 +25,8 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(Unavailable)
     def _unavailable(error: Unavailable) -> ResponseReturnValue:
-        log.warning("503: %s (%s)", error, type(error.__cause__).__name__)
+        g.unavailable_reason = error.reason  # counted by api.metrics
+        log.warning("503: %s (%s, %s)", error, error.reason, type(error.__cause__).__name__)
         body, status = error_response(503, str(error))  # type: ignore[misc]
         return body, status, {"Retry-After": "1"}
 
@@ -39,7 +40,9 @@ def register(app: Flask) -> None:
         status = error.code or 500
         custom = error.description != type(error).description
         message = error.description if custom else messages.get(status, error.name)
-        return error_response(status, message or error.name)
+        # Keep what the exception says beyond its body (405's Allow), never its Content-Type.
+        headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
+        return jsonify({"error": message or error.name}), status, headers
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> ResponseReturnValue:

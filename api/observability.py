@@ -1,0 +1,211 @@
+"""Structured logs: one JSON object a line, a request id on each, personal data never in clear.
+
+Identifiers are personal data. Three layers keep them out of the logs:
+
+1. no code logs a request's email or phone;
+2. the engine hides SQL parameters (``hide_parameters``), so database errors and
+   SQL echo carry none;
+3. the formatter replaces anything email-shaped, and any run of seven or more
+   digits (a phone number, with or without separators), by a keyed hash
+   (HMAC-SHA256 under ``LOG_HASH_KEY``, e.g. ``email#1f0c9a2b4e6d``), in the
+   message, the extra fields and the traceback alike. The same value gives the
+   same token for one key, so one person's requests can still be followed
+   through the logs without the logs holding who it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import sys
+import time
+import traceback
+import uuid
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from flask import Flask, Response, g, has_request_context, request
+
+from identity.settings import Settings
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# What a caller may send as its own request id: short, printable, no personal data shape.
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+# Mirrors identity.normalize: the characters an accepted email may hold on each side of "@".
+_EMAIL = re.compile(r"[^\s\x00-\x1f\x7f<>\[\](),;:\\\"@]+@[^\s\x00-\x1f\x7f<>\[\](),;:\\\"@]+")
+# Seven or more digits, optionally + first and separators between: every real phone number.
+_PHONE = re.compile(r"(?<![\w#])\+?\d(?:[\s\-.()]{0,2}\d){6,}(?!\w)")
+
+# LogRecord attributes that are not "extra" fields.
+_STANDARD_ATTRS = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime"}
+)
+
+log = logging.getLogger("api.access")
+
+
+class Redactor:
+    """Replaces emails and phone numbers in text by keyed hashes."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def token(self, kind: str, value: str) -> str:
+        digest = hmac.new(self._key, value.strip().lower().encode(), hashlib.sha256).hexdigest()
+        return f"{kind}#{digest[:12]}"
+
+    def redact(self, text: str) -> str:
+        if "@" in text:
+            text = _EMAIL.sub(lambda m: self.token("email", m.group()), text)
+        return _PHONE.sub(lambda m: self.token("phone", re.sub(r"[^\d+]", "", m.group())), text)
+
+    def redact_value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, dict):
+            return {k: self.redact_value(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.redact_value(v) for v in value]
+        if value is None or isinstance(value, (bool, int, float)):
+            return value
+        return self.redact(str(value))
+
+
+class RequestContextFilter(logging.Filter):
+    """Puts the current request id on every record logged while a request is served."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = g.get("request_id") if has_request_context() else None
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: ts, level, logger, message, request_id, extras, exc."""
+
+    def __init__(self, redactor: Redactor | None = None) -> None:
+        super().__init__()
+        self.redactor = redactor or Redactor(os.urandom(32))
+
+    def format(self, record: logging.LogRecord) -> str:
+        r = self.redactor
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": r.redact(record.getMessage()),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD_ATTRS and not key.startswith("_"):
+                entry[key] = r.redact_value(value)
+        if entry.get("request_id") is None:
+            entry.pop("request_id", None)
+        if record.exc_info:
+            entry["exc"] = r.redact("".join(traceback.format_exception(*record.exc_info)))
+        elif record.exc_text:
+            entry["exc"] = r.redact(record.exc_text)
+        if record.stack_info:
+            entry["stack"] = r.redact(record.stack_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """For a terminal: the usual line, redacted the same way."""
+
+    def __init__(self, redactor: Redactor | None = None) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+        self.redactor = redactor or Redactor(os.urandom(32))
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not hasattr(record, "request_id"):
+            record.request_id = None
+        return self.redactor.redact(super().format(record))
+
+
+class StderrHandler(logging.StreamHandler[TextIO]):
+    """Writes to whatever ``sys.stderr`` is at the time (test capture swaps it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass
+
+
+def make_formatter(settings: Settings) -> logging.Formatter:
+    # Without LOG_HASH_KEY each process hashes under its own random key: tokens
+    # still group one process's lines, and nothing outside it can reverse them.
+    key = settings.log_hash_key.get().encode() or os.urandom(32)
+    redactor = Redactor(key)
+    if settings.log_format == "text":
+        return TextFormatter(redactor)
+    return JsonFormatter(redactor)
+
+
+def configure_logging(settings: Settings) -> None:
+    """Route the root logger to one stderr handler with the configured format and level.
+
+    Idempotent: a second call replaces the handler it installed before.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_identity_handler", False):
+            root.removeHandler(handler)
+    handler = StderrHandler()
+    handler._identity_handler = True  # type: ignore[attr-defined]
+    handler.setFormatter(make_formatter(settings))
+    handler.addFilter(RequestContextFilter())
+    root.addHandler(handler)
+    root.setLevel(settings.log_level)
+
+
+def request_id() -> str | None:
+    return g.get("request_id") if has_request_context() else None
+
+
+def route_label() -> str:
+    """The matched route's pattern (bounded cardinality), or ``unmatched``."""
+    rule = request.url_rule
+    return rule.rule if rule is not None else "unmatched"
+
+
+def register(app: Flask) -> None:
+    """Request ids in and out, and one access line per request."""
+
+    @app.before_request
+    def _start() -> None:
+        g.started = time.perf_counter()
+        given = request.headers.get(REQUEST_ID_HEADER, "")
+        g.request_id = given if _VALID_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        rid = g.get("request_id")
+        if rid:
+            response.headers[REQUEST_ID_HEADER] = rid
+        started = g.get("started")
+        duration_ms = round((time.perf_counter() - started) * 1000, 2) if started else None
+        log.info(
+            "%s %s %s",
+            request.method,
+            request.path,
+            response.status_code,
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "route": route_label(),
+                "status": response.status_code,
+                "duration_ms": duration_ms,
+            },
+        )
+        return response
