@@ -115,6 +115,10 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     redis_url: Secret = field(default_factory=lambda: Secret(""))
     identity_partitions: int = 4
+    events_max_batch: int = 1000  # events per POST /events
+    events_max_body_bytes: int = 1024 * 1024  # body limit of POST /events
+    events_redrive_after_s: int = 30  # republish inbox rows unapplied this long after publish
+    flower_port: int = 5555
     api_keys: Secret = field(default_factory=lambda: Secret(""))
     flower_basic_auth: Secret = field(default_factory=lambda: Secret(""))
     log_level: str = "INFO"
@@ -172,6 +176,10 @@ class Settings:
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 64 * 1024, minimum=256),
             redis_url=Secret(env.get("REDIS_URL", "").strip()),
             identity_partitions=_int(env, "IDENTITY_PARTITIONS", 4, minimum=1),
+            events_max_batch=_int(env, "EVENTS_MAX_BATCH", 1000, minimum=1),
+            events_max_body_bytes=_int(env, "EVENTS_MAX_BODY_BYTES", 1024 * 1024, minimum=256),
+            events_redrive_after_s=_int(env, "EVENTS_REDRIVE_AFTER_S", 30, minimum=1),
+            flower_port=_int(env, "FLOWER_PORT", 5555, minimum=1, maximum=65535),
             api_keys=Secret(env.get("API_KEYS", "").strip()),
             flower_basic_auth=Secret(env.get("FLOWER_BASIC_AUTH", "").strip()),
             log_level=env.get("LOG_LEVEL", "").strip().upper() or "INFO",
