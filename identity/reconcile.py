@@ -78,17 +78,31 @@ def decide(identifiers: Identifiers, roots: Sequence[Row], members: Iterable[Row
     row holding the request's email or phone is among them, so "the request
     brings something new" is decided from them alone.
     """
-    if not roots:
-        return Decision(primary_id=None, demote=(), insert=Insert.PRIMARY)  # rule 1
-    winner = min(roots, key=lambda r: r.age)
-    demote = tuple(sorted(r.id for r in roots if r.id != winner.id))  # rule 3
     held_emails = set()
     held_phones = set()
     for row in members:
         held_emails.add(row.email)
         held_phones.add(row.phone)
-    brings_new = (identifiers.email is not None and identifiers.email not in held_emails) or (
-        identifiers.phone is not None and identifiers.phone not in held_phones
+    return decide_held(
+        identifiers,
+        roots,
+        held_email=identifiers.email in held_emails,
+        held_phone=identifiers.phone in held_phones,
+    )
+
+
+def decide_held(
+    identifiers: Identifiers, roots: Sequence[Row], *, held_email: bool, held_phone: bool
+) -> Decision:
+    """Rules 1-4 when the caller already knows whether the clusters of ``roots`` hold
+    the request's email and phone (PostgreSQL answers that in SQL, without loading the
+    members: ``identity.pg_identify``)."""
+    if not roots:
+        return Decision(primary_id=None, demote=(), insert=Insert.PRIMARY)  # rule 1
+    winner = min(roots, key=lambda r: r.age)
+    demote = tuple(sorted(r.id for r in roots if r.id != winner.id))  # rule 3
+    brings_new = (identifiers.email is not None and not held_email) or (
+        identifiers.phone is not None and not held_phone
     )
     return Decision(
         primary_id=winner.id,

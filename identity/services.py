@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Table, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
-from identity import observe
+from identity import observe, pg_identify
 from identity.db import utcnow
 from identity.errors import TransientConflict
 from identity.locking import identifier_keys, lock_keys
@@ -78,6 +78,9 @@ def load_members(conn: Connection, root_ids: Sequence[int]) -> list[Row]:
 
 def identify(conn: Connection, *, identifiers: Identifiers) -> ClusterView:
     """Reconcile one email/phone pair (SPEC.md rules 1-4) and answer with its cluster."""
+    if conn.dialect.name == "postgresql":
+        # The same steps in fewer round trips, the answer aggregated in SQL.
+        return pg_identify.identify(conn, identifiers=identifiers)
     lock_keys(conn, identifier_keys(identifiers))
     return apply_identifiers(conn, identifiers=identifiers)
 
