@@ -29,7 +29,7 @@ def create_app(settings: Settings | None = None) -> Flask:
             settings.safe_database_url,
         )
 
-    from api import auth, errors, metrics, openapi, routes
+    from api import auth, errors, events, metrics, openapi, routes
 
     observability.register(app)  # first: every later hook and log line has the request id
     auth.register(app, settings)
@@ -37,4 +37,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     errors.register(app)
     app.register_blueprint(routes.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(events.bp)
     return app

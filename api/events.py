@@ -1,0 +1,115 @@
+"""POST /events (publish identity events), GET /queues and GET /dead-letters.
+
+With REDIS_URL set, accepted events are committed to the inbox and the 202 means
+"durably accepted": the relay (worker/relay.py) publishes them to the partition
+queues after that commit. Without it (the embedded default), events are applied
+in-process before the 202. See docs/ASYNC.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request
+from flask.typing import ResponseReturnValue
+from kombu import Connection
+from kombu.exceptions import ChannelError
+from kombu.exceptions import OperationalError as BrokerError
+from redis.exceptions import RedisError
+
+from api.routes import BadRequestBody, read_json_body
+from identity import event_services
+from identity.db import run_in_transaction
+from identity.errors import Unavailable
+from identity.events import InvalidEvents, parse_events, queue_name
+from identity.settings import Settings
+
+bp = Blueprint("events", __name__)
+DEAD_LETTER_PAGE = 100
+# A monitoring read answers 503 quickly rather than waiting for Redis to come back.
+_FAIL_FAST = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+
+
+def _settings() -> Settings:
+    return current_app.extensions["identity.settings"]  # type: ignore[no-any-return]
+
+
+def _engine() -> Any:
+    return current_app.extensions["identity.engine"]
+
+
+@bp.errorhandler(InvalidEvents)
+def _invalid_events(error: InvalidEvents) -> ResponseReturnValue:
+    return jsonify({"error": error.message, "errors": [e.to_json() for e in error.errors]}), 400
+
+
+@bp.post("/events")
+def post_events() -> ResponseReturnValue:
+    settings = _settings()
+    request.max_content_length = settings.events_max_body_bytes  # batches outgrow /identify's
+    body = read_json_body()
+    if isinstance(body, dict):
+        items: list[Any] = [body]
+    elif isinstance(body, list):
+        items = body
+    else:
+        raise BadRequestBody("request body must be an event object or an array of events")
+    events = parse_events(items, settings.default_phone_region, limit=settings.events_max_batch)
+    engine = _engine()
+    if settings.redis_url:
+        run_in_transaction(engine, lambda conn: event_services.accept_events(conn, events))
+        status = "queued"
+    else:  # embedded: no broker, the same service applies them here
+        for chunk in event_services.chunked(events, event_services.MAX_EVENTS_PER_TRANSACTION):
+            run_in_transaction(
+                engine,
+                lambda conn, c=chunk: event_services.apply_events(conn, c),
+                attempts=settings.db_retry_attempts,
+            )
+        status = "applied"
+    body = {"accepted": len(events), "status": status, "eventIds": [e.event_id for e in events]}
+    return jsonify(body), 202
+
+
+def _queue_depths(settings: Settings) -> list[dict[str, object]]:
+    queues: list[dict[str, object]] = []
+    try:
+        url = settings.redis_url.get()
+        with Connection(url, connect_timeout=2, transport_options=_FAIL_FAST) as conn:
+            channel = conn.default_channel
+            for partition in range(settings.identity_partitions):
+                name = queue_name(partition)
+                try:
+                    depth = channel.queue_declare(name, passive=True).message_count
+                except ChannelError:  # Redis drops an empty list: no key, no messages
+                    depth = 0
+                queues.append({"partition": partition, "queue": name, "depth": depth})
+    except (OSError, BrokerError, RedisError) as error:
+        raise Unavailable("Redis is unreachable") from error
+    return queues
+
+
+@bp.get("/queues")
+def queues() -> ResponseReturnValue:
+    """Per-partition queue depth (Flower does not show it), inbox backlog, dead letters."""
+    settings = _settings()
+    with _engine().connect() as conn:
+        pending = event_services.inbox_pending(conn)
+        dead = event_services.count_dead_letters(conn)
+    body: dict[str, object] = {
+        "mode": "queued" if settings.redis_url else "in-process",
+        "partitions": settings.identity_partitions,
+        "queues": _queue_depths(settings) if settings.redis_url else [],
+        "inboxPending": pending,
+        "deadLetters": dead,
+    }
+    return jsonify(body)
+
+
+@bp.get("/dead-letters")
+def dead_letters() -> ResponseReturnValue:
+    """The oldest dead letters with their errors; replay with `python -m worker.deadletters`."""
+    with _engine().connect() as conn:
+        total = event_services.count_dead_letters(conn)
+        letters = event_services.list_dead_letters(conn, limit=DEAD_LETTER_PAGE)
+    return jsonify({"total": total, "deadLetters": [d.to_json() for d in letters]})

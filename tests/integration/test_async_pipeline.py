@@ -1,0 +1,216 @@
+"""The asynchronous path end to end: POST /events and the Python publisher, through a
+private Redis, the relay and one real Celery worker per partition, into real PostgreSQL,
+while /identify traffic runs on the same database.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from api import create_app
+from identity.db import create_db_engine
+from identity.events import partition_for
+from identity.settings import Secret, Settings
+from tests.conftest import make_settings
+from tests.support.async_stack import AsyncStack, RedisServer, http_json, serve, wait_until
+from tests.support.db import reset_contacts
+from tests.support.invariants import Pair, assert_consistent
+from worker.publisher import Publisher
+
+pytestmark = pytest.mark.slow
+PARTITIONS = 4
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(
+    pg_url: str, redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AsyncStack]:
+    stack = AsyncStack(pg_url, redis, PARTITIONS, Path(tmp_path_factory.mktemp("stack")))
+    try:
+        stack.start_workers()
+        stack.start_relay()
+        yield stack
+    finally:
+        stack.close()
+
+
+@pytest.fixture
+def queued_settings(pg_url: str, redis: RedisServer) -> Settings:
+    return make_settings(pg_url, redis_url=Secret(redis.url), identity_partitions=PARTITIONS)
+
+
+@pytest.fixture
+def pg(queued_settings: Settings) -> Iterator[Engine]:
+    engine = create_db_engine(queued_settings)
+    reset_contacts(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def queued_app(queued_settings: Settings, pg: Engine) -> Iterator[Flask]:
+    app = create_app(queued_settings)
+    yield app
+    app.extensions["identity.engine"].dispose()
+
+
+def ledger_ids(engine: Engine) -> set[str]:
+    with engine.connect() as conn:
+        return set(conn.execute(text("SELECT event_id FROM processed_event")).scalars())
+
+
+def inbox_size(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM event_inbox")).scalar_one())
+
+
+def wait_applied(engine: Engine, ids: set[str], stack: AsyncStack, timeout_s: float = 120) -> None:
+    def done() -> bool:
+        return ids <= ledger_ids(engine) and inbox_size(engine) == 0
+
+    try:
+        wait_until(done, timeout_s=timeout_s, interval_s=0.2, what="every event to be applied")
+    except AssertionError:
+        missing = len(ids - ledger_ids(engine))
+        raise AssertionError(f"{missing} event(s) not applied\n{stack.logs()}") from None
+
+
+def test_many_events_across_partitions_with_concurrent_identify(
+    stack: AsyncStack, pg: Engine, queued_app: Flask, queued_settings: Settings
+) -> None:
+    rng = random.Random(20261128)
+    emails = [f"shopper{i}@mail.test" for i in range(1500)]
+    phones = [f"555{i:05d}" for i in range(1500)]
+
+    def pair() -> Pair:
+        roll = rng.random()
+        email = rng.choice(emails) if roll > 0.1 else None
+        phone = rng.choice(phones) if roll < 0.9 else None
+        return email, phone
+
+    events = [{"eventId": f"big-{i}", "email": e, "phoneNumber": p} for i, (e, p) in
+              enumerate(pair() for _ in range(6000))]  # fmt: skip
+    requests = [pair() for _ in range(1500)]
+    via_http, via_publisher = events[:4000], events[4000:]
+    assert {partition_for(f"e:{e}", PARTITIONS) for e in emails} == set(range(PARTITIONS))
+
+    with serve(queued_app) as address, ThreadPoolExecutor(6) as pool, ThreadPoolExecutor(2) as pub:
+
+        def identify(p: Pair) -> int:
+            body = {"email": p[0], "phoneNumber": p[1]}
+            return http_json(address, "POST", "/identify", body)[0]
+
+        def post(batch: list[dict[str, object]]) -> tuple[int, object]:
+            return http_json(address, "POST", "/events", batch)
+
+        started = time.monotonic()
+        sync = [pool.submit(identify, p) for p in requests]
+        posts = [pub.submit(post, via_http[i : i + 250]) for i in range(0, len(via_http), 250)]
+        with Publisher(queued_settings, events_per_message=200) as publisher:
+            for i in range(0, len(via_publisher), 500):
+                publisher.publish(via_publisher[i : i + 500])
+        answers = [f.result(timeout=300) for f in posts]
+        assert all(status == 202 for status, _ in answers), answers[:3]
+        assert [i for _, body in answers for i in body["eventIds"]] == [  # type: ignore[index]
+            e["eventId"] for e in via_http
+        ]
+        statuses = [f.result(timeout=300) for f in sync]
+        sync_s = time.monotonic() - started
+        assert statuses == [200] * len(requests)
+        wait_applied(pg, {str(e["eventId"]) for e in events}, stack, timeout_s=300)
+        elapsed = time.monotonic() - started
+
+    rate = len(events) / elapsed
+    print(f"\nasync: {len(events)} events applied in {elapsed:.1f}s = {rate:.0f} events/s end to"
+          f" end ({PARTITIONS} partitions), while {len(requests)} /identify took {sync_s:.1f}s"
+          " on the same database")  # fmt: skip
+    accepted = [(e["email"], e["phoneNumber"]) for e in events] + requests
+    with pg.connect() as conn:
+        assert_consistent(conn, accepted)  # type: ignore[arg-type]
+        assert conn.execute(text("SELECT count(*) FROM dead_letter")).scalar_one() == 0
+
+
+def test_events_of_one_key_apply_in_publish_order(
+    stack: AsyncStack, pg: Engine, queued_app: Flask, queued_settings: Settings
+) -> None:
+    """Per producer: successive POSTs (relayed in inbox order), and successive publishes."""
+    keys = [f"order{k}@mail.test" for k in range(32)]
+    by_http, by_publisher = keys[:16], keys[16:]
+
+    def round_of(chosen: list[str], n: int) -> list[dict[str, object]]:
+        # Each event brings a new phone to its key: its row id records when it was applied.
+        return [{"email": key, "phoneNumber": f"9{keys.index(key):02d}{n:03d}"} for key in chosen]
+
+    client = queued_app.test_client()
+    ids: set[str] = set()
+    with Publisher(queued_settings, events_per_message=5) as publisher:
+        for n in range(8):  # both producers at once, round by round
+            response = client.post("/events", json=round_of(by_http, n))
+            assert response.status_code == 202
+            ids.update(response.get_json()["eventIds"])
+            ids.update(publisher.publish(round_of(by_publisher, n)))
+    wait_applied(pg, ids, stack)
+    with pg.connect() as conn:
+        for k, key in enumerate(keys):
+            phones = conn.execute(
+                text("SELECT phone_number FROM contact WHERE email = :e ORDER BY id"), {"e": key}
+            ).scalars()
+            assert list(phones) == [f"9{k:02d}{n:03d}" for n in range(8)], key
+
+
+def test_an_event_published_twice_applies_once(
+    stack: AsyncStack, pg: Engine, queued_app: Flask, queued_settings: Settings
+) -> None:
+    client = queued_app.test_client()
+    first = {"eventId": "twice-1", "email": "first@mail.test", "phoneNumber": "700001"}
+    assert client.post("/events", json=first).status_code == 202
+    wait_applied(pg, {"twice-1"}, stack)
+    with pg.connect() as conn:
+        applied_at = conn.execute(text("SELECT applied_at FROM processed_event")).scalar_one()
+    # The same eventId again, through both entry points; the content differs so that a
+    # second application would show.
+    again = {"eventId": "twice-1", "email": "second@mail.test", "phoneNumber": "700002"}
+    assert client.post("/events", json=[again, again]).status_code == 202
+    with Publisher(queued_settings) as publisher:
+        publisher.publish([again])
+    marker = {"eventId": "after", "email": "first@mail.test", "phoneNumber": "700003"}
+    with Publisher(queued_settings) as publisher:  # same partition as the repeats, after them
+        publisher.publish([{**marker, "email": "second@mail.test"}])
+    wait_applied(pg, {"after"}, stack)
+    with pg.connect() as conn:
+        rows = conn.execute(text("SELECT email, phone_number FROM contact ORDER BY id")).all()
+        ledger = conn.execute(text("SELECT event_id, applied_at FROM processed_event")).all()
+    assert [tuple(r) for r in rows] == [
+        ("first@mail.test", "700001"),
+        ("second@mail.test", "700003"),
+    ]
+    assert sorted(tuple(r) for r in ledger)[1] == ("twice-1", applied_at)
+
+
+def test_queue_depths_and_dead_letters_are_visible(
+    stack: AsyncStack, pg: Engine, queued_app: Flask
+) -> None:
+    client = queued_app.test_client()
+    body = client.get("/queues").get_json()
+    assert body["mode"] == "queued" and body["partitions"] == PARTITIONS
+    assert [q["queue"] for q in body["queues"]] == [f"identity.p{p}" for p in range(PARTITIONS)]
+    assert all(isinstance(q["depth"], int) and q["depth"] >= 0 for q in body["queues"])
+    assert body["deadLetters"] == 0
+    assert client.get("/dead-letters").get_json() == {"total": 0, "deadLetters": []}
