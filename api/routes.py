@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import text
-from werkzeug.exceptions import UnsupportedMediaType
+from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
 from identity import services
 from identity.db import run_in_transaction
@@ -41,7 +41,12 @@ def read_json_body() -> Any:
     """The request's JSON, strictly: JSON content type, UTF-8, no NaN, no duplicate keys."""
     if request.mimetype != "application/json":
         raise UnsupportedMediaType("Content-Type must be application/json")
-    raw = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
+    raw = request.get_data(cache=False)  # raises 413 when Content-Length is past the limit
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is None and limit is not None and len(raw) >= limit:
+        # A streamed (chunked) body has no length to check up front, and Werkzeug stops
+        # reading it at exactly the limit without an error: never parse a cut-off body.
+        raise RequestEntityTooLarge()
     try:
         body = raw.decode("utf-8")
     except UnicodeDecodeError:
