@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from typing import Any
 
@@ -232,3 +233,32 @@ def test_wrong_method_and_unknown_path_answer_json(client: FlaskClient, seeded: 
     assert_error(client.put("/identify", json={"email": "a@b.c"}), 405)
     assert_error(client.post("/identify/", json={"email": "a@b.c"}), 404)
     assert_error(client.post("/nope", json={"email": "a@b.c"}), 404)
+
+
+@pytest.mark.parametrize("size", [70 * 1024, 64 * 1024 + 1])
+def test_oversized_streamed_body_without_content_length(
+    client: FlaskClient, seeded: object, size: int
+) -> None:
+    # A chunked upload has no Content-Length to check up front; the server marks the
+    # stream as terminated and the limit must hold while reading it. A valid object
+    # padded past the limit must not be parsed from its first 64 KiB.
+    body = b'{"email": "doc@brown.io"}' + b" " * (size - 25)
+    response = client.post(
+        "/identify",
+        input_stream=io.BytesIO(body),
+        headers={"Content-Type": JSON, "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert_error(response, 413, "larger than the limit")
+
+
+def test_streamed_body_under_the_limit_is_accepted(client: FlaskClient, engine: Engine) -> None:
+    body = b'{"email": "doc@brown.io"}' + b" " * 1000
+    response = client.post(
+        "/identify",
+        input_stream=io.BytesIO(body),
+        headers={"Content-Type": JSON, "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json()["contact"]["emails"] == ["doc@brown.io"]
