@@ -170,11 +170,11 @@ def run_in_transaction(
     for attempt in range(1, attempts + 1):
         try:
             with engine.begin() as conn:
-                observe.begin(conn)
+                pending = observe.begin()
                 try:
                     result = work(conn)
                 finally:
-                    signals = observe.take(conn)
+                    signals = observe.take(pending)
             observe.flush(signals)  # committed: what it recorded really happened
             return result
         except exc.DBAPIError as error:

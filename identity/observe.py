@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar, Token
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -26,8 +27,10 @@ Observer = Callable[[str, Mapping[str, Any]], None]
 MERGE = "merge"  # fields: demoted (int, clusters folded into an older one)
 RETRY = "retry"  # fields: reason (deadlock | serialization | lock_timeout | busy | conflict)
 
-_PENDING_KEY = "identity.observe.pending"
 _observers: list[Observer] = []
+_pending: ContextVar[list[tuple[str, dict[str, Any]]] | None] = ContextVar(
+    "identity_observe_pending", default=None
+)
 
 
 def subscribe(observer: Observer) -> None:
@@ -50,27 +53,32 @@ def emit(name: str, **fields: Any) -> None:
             log.exception("observer %r failed on signal %s", observer, name)
 
 
-def begin(conn: Connection) -> None:
-    """Start holding back :func:`record`-ed signals of ``conn``'s transaction."""
-    conn.info[_PENDING_KEY] = []
+def begin() -> Token[list[tuple[str, dict[str, Any]]] | None]:
+    """Start holding back :func:`record`-ed signals of the transaction this context runs.
+
+    Tracked per thread / task context (a ContextVar), never on the connection: a
+    connection the database dropped must not be touched again before its rollback.
+    """
+    return _pending.set([])
 
 
 def record(conn: Connection, name: str, **fields: Any) -> None:
-    """A signal that only counts if ``conn``'s transaction commits.
+    """A signal that only counts if the transaction on ``conn`` commits.
 
-    Held until :func:`flush` when the owner of the transaction called :func:`begin`;
-    emitted at once otherwise.
+    Held until the owner of the transaction (which called :func:`begin`) commits and
+    flushes; emitted at once when no owner is holding signals back.
     """
-    pending = conn.info.get(_PENDING_KEY)
+    pending = _pending.get()
     if pending is None:
         emit(name, **fields)
     else:
         pending.append((name, fields))
 
 
-def take(conn: Connection) -> list[tuple[str, dict[str, Any]]]:
-    """Stop holding back and return what was recorded on ``conn``."""
-    result: list[tuple[str, dict[str, Any]]] = conn.info.pop(_PENDING_KEY, None) or []
+def take(token: Token[list[tuple[str, dict[str, Any]]] | None]) -> list[tuple[str, dict[str, Any]]]:
+    """Stop holding back and return what was recorded since :func:`begin`."""
+    result = _pending.get() or []
+    _pending.reset(token)
     return result
 
 
