@@ -34,6 +34,13 @@ test: install
 	bin/ensure-services postgres redis
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+## bench: seed PostgreSQL, load /identify, the pgbench ceiling, async and growth (minutes;
+## never part of `make test`); writes docs/benchmarks/RESULTS.md and throughput.png
+bench: install
+	bin/ensure-services postgres redis
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m bench.run
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -1,0 +1,1 @@
+"""`make bench`: load generators, the database ceiling and the report they write."""

@@ -1,0 +1,212 @@
+"""Write docs/benchmarks/RESULTS.md and throughput.png from a results dict (bench/run.py).
+
+Targets are checked here from the numbers of the same run; the prose on what bounds a
+missed target lives in bench/ANALYSIS.md and is copied in under the tables.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+ANALYSIS = Path(__file__).with_name("ANALYSIS.md")
+
+
+def fmt(s: dict[str, float], digits: int = 0, scale: float = 1.0) -> str:
+    med, lo, hi = (s["median"] * scale, s["min"] * scale, s["max"] * scale)
+    return f"{med:,.{digits}f} ({lo:,.{digits}f}..{hi:,.{digits}f})"
+
+
+def pct(s: dict[str, float]) -> str:
+    return f"{s['median']:.0%} ({s['min']:.0%}..{s['max']:.0%})"
+
+
+def sync_table(label: str, sync: dict[str, Any]) -> list[str]:
+    lines = [
+        f"### /identify at {label} contacts",
+        "",
+        "| clients | req/s | p50 ms | p99 ms | errors | 503 | pgbench ceiling tps | ours / ceiling |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c, row in sync.items():
+        lines.append(
+            f"| {c} | {fmt(row['rps'])} | {fmt(row['p50_ms'], 1)} | {fmt(row['p99_ms'], 1)}"
+            f" | {row['errors']} | {row['s503']} | {fmt(row['ceiling_tps'])} | {pct(row['ratio'])} |"
+        )
+    return [*lines, ""]
+
+
+def per_request_median(entry: dict[str, Any], kind: str) -> float:
+    import statistics
+
+    return statistics.median(run[kind]["median"] for run in entry["per_request"])
+
+
+def targets(results: dict[str, Any]) -> list[str]:
+    rows = ["| target | measured | met |", "|---|---|---|"]
+    sizes = results["sizes"]
+    for label, entry in sizes.items():
+        sync = entry.get("sync", {})
+        if "32" in sync:
+            r = sync["32"]
+            ratio, p99 = r["ratio"]["median"], r["p99_ms"]["median"]
+            rows.append(f"| {label}: 32 clients >= 80% of ceiling | {ratio:.0%}"
+                        f" (short by {max(0, 0.8 - ratio) * 100:.0f} points) | "
+                        f"{'yes' if ratio >= 0.8 else 'no'} |")  # fmt: skip
+            rows.append(f"| {label}: 32 clients p99 <= 50 ms | {p99:.1f} ms | "
+                        f"{'yes' if p99 <= 50 else 'no'} |")  # fmt: skip
+        if "256" in sync:
+            r = sync["256"]
+            rows.append(f"| {label}: 256 clients, every request 200 or 503 | {r['requests']:,}"
+                        f" requests, {r['s503']} x 503, {r['errors']} other errors | "
+                        f"{'yes' if r['errors'] == 0 else 'no'} |")  # fmt: skip
+    labels = [k for k in sizes if "per_request" in sizes[k]]
+    if len(labels) > 1:
+        base = labels[0]
+        for label in labels[1:]:
+            for kind in ("lookup", "secondary", "person"):
+                a = per_request_median(sizes[base], kind)
+                b = per_request_median(sizes[label], kind)
+                rows.append(f"| {kind} cost at {label} within 20% of {base} | {b:.2f} ms vs"
+                            f" {a:.2f} ms ({b / a - 1:+.0%}) | {'yes' if b <= a * 1.2 else 'no'} |")  # fmt: skip
+    for entry in sizes.values():
+        clusters = entry.get("clusters")
+        if clusters:
+            trips = {clusters[f"pg:lookup:{n}"]["round_trips"] for n in (1, 100, 10000)}
+            rows.append(f"| 10,000-member cluster answered with a constant number of queries |"
+                        f" {sorted(trips)} round trips for 1 / 100 / 10,000 members |"
+                        f" {'yes' if len(trips) == 1 else 'no'} |")  # fmt: skip
+    a = results.get("async", {})
+    if "partitions" in a:
+        two = a["partitions"].get("2")
+        if two:
+            eps, ratio = two["events_per_s"]["median"], two["ratio"]["median"]
+            rows.append(f"| async: >= 20,000 events/s with 2 partitions | {eps:,.0f} |"
+                        f" {'yes' if eps >= 20000 else 'no'} |")  # fmt: skip
+            rows.append(f"| async: >= 80% of the set-based ceiling | {ratio:.0%} |"
+                        f" {'yes' if ratio >= 0.8 else 'no'} |")  # fmt: skip
+    return [*rows, ""]
+
+
+def growth_tables(label: str, entry: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    if "per_request" in entry:
+        lines += [f"### One client, in-process, at {label} contacts (ms per request)", "",
+                  "| request | median of run medians (min..max) |", "|---|---:|"]  # fmt: skip
+        for kind in ("lookup", "secondary", "person"):
+            values = [run[kind]["median"] for run in entry["per_request"]]
+            s = {"median": sorted(values)[len(values) // 2], "min": min(values), "max": max(values)}
+            lines.append(f"| {kind} | {fmt(s, 2)} |")
+        lines.append("")
+    if "round_trips" in entry:
+        rt = entry["round_trips"]
+        lines += [f"### Round trips per request at {label} (BEGIN, pre-ping and COMMIT included)",
+                  "", "| rule | PostgreSQL path | portable path (before) |", "|---|---:|---:|"]  # fmt: skip
+        for key in [k for k in rt if k.startswith("pg:")]:
+            rule = key[3:]
+            lines.append(f"| {rule} | {rt[key]} | {rt.get('portable:' + rule, '')} |")
+        lines.append("")
+    if "clusters" in entry:
+        cl = entry["clusters"]
+        lines += [f"### Cluster size at {label} contacts (ms, median (min..max), round trips)", "",
+                  "| request | PostgreSQL path | trips | portable path (before) | trips |",
+                  "|---|---:|---:|---:|---:|"]  # fmt: skip
+        for key in [k for k in cl if k.startswith("pg:")]:
+            name = key[3:].replace(":", " into ", 1) if "merge" not in key else key[3:]
+            old = cl.get("portable:" + key[3:])
+            lines.append(f"| {name} | {fmt(cl[key], 1)} | {cl[key]['round_trips']} | "
+                         f"{fmt(old, 1) if old else ''} | {old['round_trips'] if old else ''} |")  # fmt: skip
+        lines.append("")
+    return lines
+
+
+def async_table(a: dict[str, Any]) -> list[str]:
+    if "partitions" not in a:
+        return ["### Async", "", f"Not measured: {a.get('skipped', 'not run')}.", ""]
+    lines = [
+        f"### Async: {a['events']:,} events published, time until all applied", "",
+        "| partitions | events/s end to end | set-based ceiling events/s | ours / ceiling |",
+        "|---:|---:|---:|---:|",
+    ]  # fmt: skip
+    for n, row in a["partitions"].items():
+        lines.append(f"| {n} | {fmt(row['events_per_s'])} | {fmt(row['ceiling_per_s'])} |"
+                     f" {pct(row['ratio'])} |")  # fmt: skip
+    return [*lines, ""]
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for label, entry in results["sizes"].items():
+        sync = entry.get("sync")
+        if not sync:
+            continue
+        xs = [int(c) for c in sync]
+        left.plot(xs, [sync[c]["rps"]["median"] for c in sync], "o-", label=f"/identify {label}")
+        left.plot(xs, [sync[c]["ceiling_tps"]["median"] for c in sync], "s--",
+                  label=f"pgbench ceiling {label}")  # fmt: skip
+        right.plot(xs, [sync[c]["p99_ms"]["median"] for c in sync], "o-", label=f"p99 {label}")
+    for ax in (left, right):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("clients (connections)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    left.set_ylabel("requests (transactions) per second")
+    left.set_title("Throughput vs clients (medians)")
+    right.set_ylabel("p99 latency, ms")
+    right.set_yscale("log")
+    right.axhline(50, color="red", lw=0.8, ls=":")
+    right.set_title("p99 vs clients (medians; red: 50 ms target)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(results: dict[str, Any], out_dir: Path) -> None:
+    m, s = results["machine"], results["settings"]
+    lines = [
+        "# Benchmark results",
+        "",
+        "Generated by `make bench` (bench/run.py); do not edit by hand: the analysis comes",
+        "from bench/ANALYSIS.md. Medians of the runs, with min..max in parentheses.",
+        "",
+        f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; PostgreSQL"
+        f" {m['postgresql']}, Python {m['python']}; load generator on the same machine.",
+        f"- Commit {m['commit']}, {m['date']}.",
+        f"- Command: `{results['command']}` with sizes {', '.join(s['sizes'])}; clients"
+        f" {', '.join(map(str, s['clients']))}; {s['runs']} runs of {s['seconds']} s each"
+        " (after a 2 s warm-up), each on a fresh copy of the seeded database.",
+        f"- Server: gunicorn.conf.py (gthread) with {', '.join(f'{k}={v}' for k, v in m['server'].items())}.",
+        f"- Load average (1 min) before: {results['load_before'][0]:.2f}, after:"
+        f" {results['load_after'][0]:.2f} (2 cores shared with other work).",
+        "",
+        "![throughput and p99 vs clients](throughput.png)",
+        "",
+        "## Targets",
+        "",
+        *targets(results),
+        "## Sync: /identify vs the database's own ceiling",
+        "",
+        "wrk (bench/identify.lua) against gunicorn; the ceiling is pgbench running the same",
+        "SQL and locks per request (scripts generated from identity/pg_identify.py, in",
+        "docs/benchmarks/pgbench/) in the same run. Mix: 68% repeat lookups (email, phone or",
+        "both), 5% hot keys (10 persons), 12% new secondaries, 12% new persons, 3% merges.",
+        "errors = non-2xx other than 503, plus socket errors and timeouts.",
+        "",
+    ]
+    for label, entry in results["sizes"].items():
+        if "sync" in entry:
+            lines += sync_table(f"{entry['contacts']:,}", entry["sync"])
+    lines += ["## Async", "", *async_table(results.get("async", {}))]
+    lines += ["## Growth", ""]
+    for label, entry in results["sizes"].items():
+        lines += growth_tables(f"{entry['contacts']:,}", entry)
+    if ANALYSIS.exists():
+        lines += ["", ANALYSIS.read_text().strip(), ""]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "RESULTS.md").write_text("\n".join(lines) + "\n")
+    plot(results, out_dir / "throughput.png")

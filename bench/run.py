@@ -1,0 +1,177 @@
+"""`make bench`: seed, measure the sync path, its pgbench ceiling, async, growth; report.
+
+Environment (all optional):
+
+- ``BENCH_SIZES``: comma list of table sizes, default ``10k,1m`` (``10m`` on request);
+- ``BENCH_CLIENTS``: wrk/pgbench concurrency levels, default ``1,8,32,64,256``;
+- ``BENCH_RUNS``: runs per point (medians reported with min..max), default 3;
+- ``BENCH_SECONDS``: seconds per run, default 10 (plus a 2 s warm-up);
+- ``BENCH_PARTS``: any of ``sync,growth,async``, default all;
+- ``BENCH_OUT``: where RESULTS.md, results.json and the plot go, default docs/benchmarks;
+- ``BENCH_WEB_CONCURRENCY``, ``BENCH_WEB_THREADS``, ``BENCH_DB_POOL_SIZE``,
+  ``BENCH_DB_MAX_OVERFLOW``, ``BENCH_LOG_LEVEL``: server knobs (bench/sync.py).
+
+Every measured run starts from a fresh copy of the seeded template, so the merges and
+inserts of one run never shape the next. The databases are the bench's own
+(``identity_bench_*``) on the shared PostgreSQL at 127.0.0.1:5432.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import ceiling, growth, report, seed, sync
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZES = {"10k": 10_000, "100k": 100_000, "1m": 1_000_000, "10m": 10_000_000}
+WARMUP_S = 2
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def env_list(name: str, default: str) -> list[str]:
+    return [x.strip() for x in os.environ.get(name, default).split(",") if x.strip()]
+
+
+def ensure_tools() -> None:
+    """wrk and pgbench come from Debian packages; install them when missing."""
+    missing = [pkg for tool, pkg in (("wrk", "wrk"), ("pgbench", "postgresql-client"))
+               if shutil.which(tool) is None]  # fmt: skip
+    if missing:
+        log(f"installing {' '.join(missing)} (apt-get)")
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True)
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    pg = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-tAc", "SHOW server_version"],
+                        capture_output=True, text=True).stdout.strip()  # fmt: skip
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip()  # fmt: skip
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                           capture_output=True, text=True).stdout.strip()  # fmt: skip
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
+        "python": platform.python_version(),
+        "postgresql": pg,
+        "commit": commit + (" (with uncommitted changes)" if dirty else ""),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "server": sync.SERVER_ENV,
+    }
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def bench_sync(plan: seed.SeedPlan, people: int, clients: list[int], runs: int, seconds: int,
+               scripts: dict[Path, int]) -> dict[str, Any]:  # fmt: skip
+    """wrk against gunicorn, then pgbench, per concurrency level, alternating, ``runs`` times."""
+    out: dict[str, Any] = {}
+    for c in clients:
+        ours: list[dict[str, Any]] = []
+        theirs: list[dict[str, float]] = []
+        for r in range(runs):
+            nonce = f"{(int(time.time()) + r) % 9000 + 1000}"
+            url = seed.fresh_copy(plan)
+            with sync.served(url) as server:
+                sync.run_wrk(server, clients=c, seconds=WARMUP_S, people=people, nonce=nonce + "1")
+                ours.append(sync.run_wrk(server, clients=c, seconds=seconds, people=people,
+                                         nonce=nonce))  # fmt: skip
+            seed.fresh_copy(plan)
+            theirs.append(ceiling.run_pgbench(plan.database, scripts, clients=c, seconds=seconds,
+                                              people=people, nonce=nonce))  # fmt: skip
+            log(f"  {plan.label} c={c} run {r + 1}: {ours[-1]['rps']:.0f} req/s"
+                f" p99 {int(ours[-1]['p99_us']) / 1000:.1f} ms; pgbench {theirs[-1]['tps']:.0f} tps"
+                f" (load {os.getloadavg()[0]:.2f})")  # fmt: skip
+        out[str(c)] = {
+            "rps": spread([float(x["rps"]) for x in ours]),
+            "p50_ms": spread([int(x["p50_us"]) / 1000 for x in ours]),
+            "p99_ms": spread([int(x["p99_us"]) / 1000 for x in ours]),
+            "errors": sum(int(x["other_errors"]) for x in ours),
+            "s503": sum(int(x["s503"]) for x in ours),
+            "requests": sum(int(x["requests"]) for x in ours),
+            "ceiling_tps": spread([x["tps"] for x in theirs]),
+            "ceiling_failed": sum(int(x["failed"]) for x in theirs),
+            "ratio": spread([float(o["rps"]) / t["tps"] for o, t in zip(ours, theirs, strict=True)]),
+        }
+    return out
+
+
+def main() -> int:
+    ensure_tools()
+    sizes = env_list("BENCH_SIZES", "10k,1m")
+    clients = [int(c) for c in env_list("BENCH_CLIENTS", "1,8,32,64,256")]
+    runs = int(os.environ.get("BENCH_RUNS", "3"))
+    seconds = int(os.environ.get("BENCH_SECONDS", "10"))
+    parts = set(env_list("BENCH_PARTS", "sync,growth,async"))
+    out_dir = Path(os.environ.get("BENCH_OUT", ROOT / "docs" / "benchmarks"))
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "command": "make bench",
+        "settings": {"sizes": sizes, "clients": clients, "runs": runs, "seconds": seconds,
+                     "parts": sorted(parts)},  # fmt: skip
+        "load_before": os.getloadavg(),
+        "sizes": {},
+    }
+    log(f"sizes {sizes}, clients {clients}, {runs} runs of {seconds} s, parts {sorted(parts)};"
+        f" load {os.getloadavg()[0]:.2f}")  # fmt: skip
+    scripts = ceiling.write_scripts(out_dir / "pgbench")
+    largest = max(sizes, key=lambda s: SIZES[s])
+    for label in sizes:
+        plan = seed.SeedPlan(label, SIZES[label], growth=label == largest and SIZES[label] >= 100_000)
+        seed.seed_template(plan, log=log)
+        people = seed.people_count(plan)
+        entry: dict[str, Any] = {"contacts": plan.contacts, "people": people}
+        if "sync" in parts:
+            log(f"sync {label}: wrk vs pgbench ceiling")
+            entry["sync"] = bench_sync(plan, people, clients, runs, seconds, scripts)
+        if "growth" in parts:
+            log(f"growth {label}: per-request cost and round trips (one client, in-process)")
+            url = seed.fresh_copy(plan)
+            entry["per_request"] = [growth.per_request_cost(url, people) for _ in range(runs)]
+            entry["round_trips"] = growth.round_trips_per_rule(url, people)
+            if plan.growth:
+                log(f"growth {label}: clusters of 1, 100, 10,000; a 10k + 10k merge")
+                entry["clusters"] = growth.cluster_costs(url)
+        results["sizes"][label] = entry
+        seed.drop(plan.database)
+    if "async" in parts:
+        try:
+            from bench import async_bench
+        except ImportError as error:
+            log(f"async: skipped ({error})")
+            results["async"] = {"skipped": str(error)}
+        else:
+            results["async"] = async_bench.run(runs=runs, log=log)
+    results["load_after"] = os.getloadavg()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    report.write(results, out_dir)
+    log(f"wrote {out_dir / 'RESULTS.md'} and {out_dir / 'throughput.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Sync path: /identify served by gunicorn with the production config, driven by wrk."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from bench.mix import mix_spec
+from tests.support.server import Server, serve
+
+LUA = Path(__file__).with_name("identify.lua")
+
+#: Server knobs of the benchmark run: gunicorn.conf.py reads them (WEB_*), and so does
+#: Settings (DB_*). The values are the ones the tuning sweep chose (RESULTS.md).
+SERVER_ENV = {
+    "WEB_CONCURRENCY": os.environ.get("BENCH_WEB_CONCURRENCY", "2"),
+    "WEB_THREADS": os.environ.get("BENCH_WEB_THREADS", "8"),
+    "DB_POOL_SIZE": os.environ.get("BENCH_DB_POOL_SIZE", "8"),
+    "DB_MAX_OVERFLOW": os.environ.get("BENCH_DB_MAX_OVERFLOW", "0"),
+    "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+}
+
+
+@contextmanager
+def served(database_url: str, extra_env: Mapping[str, str] | None = None) -> Iterator[Server]:
+    env = {"DATABASE_URL": database_url, **SERVER_ENV, **(extra_env or {})}
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as workdir:
+        log_path = Path(workdir) / "server.log"
+        with serve(env, cwd=Path(workdir), log_path=log_path) as server:
+            yield server
+
+
+def run_wrk(
+    server: Server, *, clients: int, seconds: int, people: int, nonce: str
+) -> dict[str, object]:
+    """One wrk run at ``clients`` connections; returns its BENCH_JSON summary."""
+    env = {
+        **os.environ,
+        "BENCH_PEOPLE": str(people),
+        "BENCH_NONCE": nonce,
+        "BENCH_MIX": mix_spec(),
+    }
+    threads = 1 if clients < 64 else 2
+    command = [
+        "wrk", f"-t{threads}", f"-c{clients}", f"-d{seconds}s", "--timeout", "10s",
+        "-s", str(LUA), f"http://127.0.0.1:{server.port}/",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=seconds + 60)
+    match = re.search(r"^BENCH_JSON (.*)$", done.stdout, re.MULTILINE)
+    if done.returncode != 0 or not match:
+        raise RuntimeError(f"wrk failed:\n{done.stdout}\n{done.stderr}")
+    summary: dict[str, object] = json.loads(match.group(1))
+    requests = int(summary["requests"])  # type: ignore[call-overload]
+    seconds_run = int(summary["duration_us"]) / 1e6  # type: ignore[call-overload]
+    statuses: dict[str, int] = summary["statuses"]  # type: ignore[assignment]
+    summary["rps"] = requests / seconds_run
+    summary["ok"] = statuses.get("200", 0)
+    summary["s503"] = statuses.get("503", 0)
+    summary["other_errors"] = (
+        requests
+        - summary["ok"]
+        - summary["s503"]
+        + int(summary["connect_errors"])  # type: ignore[call-overload]
+        + int(summary["read_errors"])  # type: ignore[call-overload]
+        + int(summary["write_errors"])  # type: ignore[call-overload]
+        + int(summary["timeouts"])  # type: ignore[call-overload]
+    )
+    return summary
