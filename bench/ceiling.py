@@ -26,8 +26,7 @@ NEW_PHONE = "('5' || :nonce || lpad(:client_id::text, 3, '0') || lpad(:r::text, 
 def _lock(*keys: str) -> str:
     hashed = ", ".join(f"hashtextextended({k}, 0)" for k in keys)
     return (
-        f"SELECT pg_advisory_xact_lock(k) FROM (SELECT unnest(ARRAY[{hashed}]) AS k"
-        " ORDER BY k) s"
+        f"SELECT pg_advisory_xact_lock(k) FROM (SELECT unnest(ARRAY[{hashed}]) AS k ORDER BY k) s"
     )
 
 
@@ -69,7 +68,11 @@ def script(kind: str) -> str:
     lines += ["BEGIN;", _lock(*keys) + " \\;", _roots(e, p)]
     if kind == "person":
         insert = _fill(
-            pg_identify._INSERT, e=e, p=p, link="NULL", precedence="'primary'",
+            pg_identify._INSERT,
+            e=e,
+            p=p,
+            link="NULL",
+            precedence="'primary'",
             created="clock_timestamp()",
         )
         lines.append(insert + " RETURNING id;")
@@ -77,7 +80,11 @@ def script(kind: str) -> str:
         lines.append(answer + ";")
     if kind == "secondary":
         insert = _fill(
-            pg_identify._INSERT, e=e, p=p, link=":w", precedence="'secondary'",
+            pg_identify._INSERT,
+            e=e,
+            p=p,
+            link=":w",
+            precedence="'secondary'",
             created="clock_timestamp()",
         )
         lines.append(insert + " \\;")

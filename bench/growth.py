@@ -36,8 +36,13 @@ def portable_identify(conn: Any, *, identifiers: Identifiers) -> Any:
     return services.apply_identifiers(conn, identifiers=identifiers)
 
 
-def timed(engine: Engine, identifiers: Identifiers, *, path: Callable[..., Any] = services.identify,
-          rollback: bool = False) -> tuple[float, int]:  # fmt: skip
+def timed(
+    engine: Engine,
+    identifiers: Identifiers,
+    *,
+    path: Callable[..., Any] = services.identify,
+    rollback: bool = False,
+) -> tuple[float, int]:
     """(milliseconds, round trips) of one request in its own transaction."""
     with count_round_trips(engine) as counts:
         started = time.perf_counter()
@@ -93,14 +98,22 @@ def cluster_costs(url: str, repeats: int = 15) -> dict[str, Any]:
         for label, path in (("pg", services.identify), ("portable", portable_identify)):
             for name in ("one", "hundred", "tenk"):
                 size = GROWTH_CLUSTERS[name]
-                look = [timed(engine, Identifiers(growth_email(name), None), path=path)
-                        for _ in range(repeats)]  # fmt: skip
+                look = [
+                    timed(engine, Identifiers(growth_email(name), None), path=path)
+                    for _ in range(repeats)
+                ]
                 add = [
-                    timed(engine, Identifiers(growth_email(name), f"2{label[0]}{i:09d}"[:15]
-                                              .replace("p", "1").replace("o", "2")),
-                          path=path, rollback=True)
+                    timed(
+                        engine,
+                        Identifiers(
+                            growth_email(name),
+                            f"2{label[0]}{i:09d}"[:15].replace("p", "1").replace("o", "2"),
+                        ),
+                        path=path,
+                        rollback=True,
+                    )
                     for i in range(repeats)
-                ]  # fmt: skip
+                ]
                 out[f"{label}:lookup:{size}"] = summary([t for t, _ in look]) | {
                     "round_trips": look[-1][1]
                 }
@@ -108,10 +121,14 @@ def cluster_costs(url: str, repeats: int = 15) -> dict[str, Any]:
                     "round_trips": add[-1][1]
                 }
             merge = [
-                timed(engine, Identifiers(growth_email("mergea"), growth_phone("mergeb")),
-                      path=path, rollback=True)
+                timed(
+                    engine,
+                    Identifiers(growth_email("mergea"), growth_phone("mergeb")),
+                    path=path,
+                    rollback=True,
+                )
                 for _ in range(max(3, repeats // 3))
-            ]  # fmt: skip
+            ]
             out[f"{label}:merge:10000+10000"] = summary([t for t, _ in merge]) | {
                 "round_trips": merge[-1][1]
             }

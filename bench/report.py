@@ -25,13 +25,15 @@ def sync_table(label: str, sync: dict[str, Any]) -> list[str]:
     lines = [
         f"### /identify at {label} contacts",
         "",
-        "| clients | req/s | p50 ms | p99 ms | errors | 503 | pgbench ceiling tps | ours / ceiling |",
+        "| clients | req/s | p50 ms | p99 ms | errors | 503 | pgbench ceiling tps"
+        " | ours / ceiling |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c, row in sync.items():
         lines.append(
             f"| {c} | {fmt(row['rps'])} | {fmt(row['p50_ms'], 1)} | {fmt(row['p99_ms'], 1)}"
-            f" | {row['errors']} | {row['s503']} | {fmt(row['ceiling_tps'])} | {pct(row['ratio'])} |"
+            f" | {row['errors']} | {row['s503']} | {fmt(row['ceiling_tps'])}"
+            f" | {pct(row['ratio'])} |"
         )
     return [*lines, ""]
 
@@ -50,16 +52,22 @@ def targets(results: dict[str, Any]) -> list[str]:
         if "32" in sync:
             r = sync["32"]
             ratio, p99 = r["ratio"]["median"], r["p99_ms"]["median"]
-            rows.append(f"| {label}: 32 clients >= 80% of ceiling | {ratio:.0%}"
-                        f" (short by {max(0, 0.8 - ratio) * 100:.0f} points) | "
-                        f"{'yes' if ratio >= 0.8 else 'no'} |")  # fmt: skip
-            rows.append(f"| {label}: 32 clients p99 <= 50 ms | {p99:.1f} ms | "
-                        f"{'yes' if p99 <= 50 else 'no'} |")  # fmt: skip
+            rows.append(
+                f"| {label}: 32 clients >= 80% of ceiling | {ratio:.0%}"
+                f" (short by {max(0, 0.8 - ratio) * 100:.0f} points) | "
+                f"{'yes' if ratio >= 0.8 else 'no'} |"
+            )
+            rows.append(
+                f"| {label}: 32 clients p99 <= 50 ms | {p99:.1f} ms | "
+                f"{'yes' if p99 <= 50 else 'no'} |"
+            )
         if "256" in sync:
             r = sync["256"]
-            rows.append(f"| {label}: 256 clients, every request 200 or 503 | {r['requests']:,}"
-                        f" requests, {r['s503']} x 503, {r['errors']} other errors | "
-                        f"{'yes' if r['errors'] == 0 else 'no'} |")  # fmt: skip
+            rows.append(
+                f"| {label}: 256 clients, every request 200 or 503 | {r['requests']:,}"
+                f" requests, {r['s503']} x 503, {r['errors']} other errors | "
+                f"{'yes' if r['errors'] == 0 else 'no'} |"
+            )
     labels = [k for k in sizes if "per_request" in sizes[k]]
     if len(labels) > 1:
         base = labels[0]
@@ -67,32 +75,44 @@ def targets(results: dict[str, Any]) -> list[str]:
             for kind in ("lookup", "secondary", "person"):
                 a = per_request_median(sizes[base], kind)
                 b = per_request_median(sizes[label], kind)
-                rows.append(f"| {kind} cost at {label} within 20% of {base} | {b:.2f} ms vs"
-                            f" {a:.2f} ms ({b / a - 1:+.0%}) | {'yes' if b <= a * 1.2 else 'no'} |")  # fmt: skip
+                rows.append(
+                    f"| {kind} cost at {label} within 20% of {base} | {b:.2f} ms vs"
+                    f" {a:.2f} ms ({b / a - 1:+.0%}) | {'yes' if b <= a * 1.2 else 'no'} |"
+                )
     for entry in sizes.values():
         clusters = entry.get("clusters")
         if clusters:
             trips = {clusters[f"pg:lookup:{n}"]["round_trips"] for n in (1, 100, 10000)}
-            rows.append(f"| 10,000-member cluster answered with a constant number of queries |"
-                        f" {sorted(trips)} round trips for 1 / 100 / 10,000 members |"
-                        f" {'yes' if len(trips) == 1 else 'no'} |")  # fmt: skip
+            rows.append(
+                f"| 10,000-member cluster answered with a constant number of queries |"
+                f" {sorted(trips)} round trips for 1 / 100 / 10,000 members |"
+                f" {'yes' if len(trips) == 1 else 'no'} |"
+            )
     a = results.get("async", {})
     if "partitions" in a:
         two = a["partitions"].get("2")
         if two:
             eps, ratio = two["events_per_s"]["median"], two["ratio"]["median"]
-            rows.append(f"| async: >= 20,000 events/s with 2 partitions | {eps:,.0f} |"
-                        f" {'yes' if eps >= 20000 else 'no'} |")  # fmt: skip
-            rows.append(f"| async: >= 80% of the set-based ceiling | {ratio:.0%} |"
-                        f" {'yes' if ratio >= 0.8 else 'no'} |")  # fmt: skip
+            rows.append(
+                f"| async: >= 20,000 events/s with 2 partitions | {eps:,.0f} |"
+                f" {'yes' if eps >= 20000 else 'no'} |"
+            )
+            rows.append(
+                f"| async: >= 80% of the set-based ceiling | {ratio:.0%} |"
+                f" {'yes' if ratio >= 0.8 else 'no'} |"
+            )
     return [*rows, ""]
 
 
 def growth_tables(label: str, entry: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     if "per_request" in entry:
-        lines += [f"### One client, in-process, at {label} contacts (ms per request)", "",
-                  "| request | median of run medians (min..max) |", "|---|---:|"]  # fmt: skip
+        lines += [
+            f"### One client, in-process, at {label} contacts (ms per request)",
+            "",
+            "| request | median of run medians (min..max) |",
+            "|---|---:|",
+        ]
         for kind in ("lookup", "secondary", "person"):
             values = [run[kind]["median"] for run in entry["per_request"]]
             s = {"median": sorted(values)[len(values) // 2], "min": min(values), "max": max(values)}
@@ -100,22 +120,31 @@ def growth_tables(label: str, entry: dict[str, Any]) -> list[str]:
         lines.append("")
     if "round_trips" in entry:
         rt = entry["round_trips"]
-        lines += [f"### Round trips per request at {label} (BEGIN, pre-ping and COMMIT included)",
-                  "", "| rule | PostgreSQL path | portable path (before) |", "|---|---:|---:|"]  # fmt: skip
+        lines += [
+            f"### Round trips per request at {label} (BEGIN, pre-ping and COMMIT included)",
+            "",
+            "| rule | PostgreSQL path | portable path (before) |",
+            "|---|---:|---:|",
+        ]
         for key in [k for k in rt if k.startswith("pg:")]:
             rule = key[3:]
             lines.append(f"| {rule} | {rt[key]} | {rt.get('portable:' + rule, '')} |")
         lines.append("")
     if "clusters" in entry:
         cl = entry["clusters"]
-        lines += [f"### Cluster size at {label} contacts (ms, median (min..max), round trips)", "",
-                  "| request | PostgreSQL path | trips | portable path (before) | trips |",
-                  "|---|---:|---:|---:|---:|"]  # fmt: skip
+        lines += [
+            f"### Cluster size at {label} contacts (ms, median (min..max), round trips)",
+            "",
+            "| request | PostgreSQL path | trips | portable path (before) | trips |",
+            "|---|---:|---:|---:|---:|",
+        ]
         for key in [k for k in cl if k.startswith("pg:")]:
             name = key[3:].replace(":", " into ", 1) if "merge" not in key else key[3:]
             old = cl.get("portable:" + key[3:])
-            lines.append(f"| {name} | {fmt(cl[key], 1)} | {cl[key]['round_trips']} | "
-                         f"{fmt(old, 1) if old else ''} | {old['round_trips'] if old else ''} |")  # fmt: skip
+            lines.append(
+                f"| {name} | {fmt(cl[key], 1)} | {cl[key]['round_trips']} | "
+                f"{fmt(old, 1) if old else ''} | {old['round_trips'] if old else ''} |"
+            )
         lines.append("")
     return lines
 
@@ -124,13 +153,16 @@ def async_table(a: dict[str, Any]) -> list[str]:
     if "partitions" not in a:
         return ["### Async", "", f"Not measured: {a.get('skipped', 'not run')}.", ""]
     lines = [
-        f"### Async: {a['events']:,} events published, time until all applied", "",
+        f"### Async: {a['events']:,} events published, time until all applied",
+        "",
         "| partitions | events/s end to end | set-based ceiling events/s | ours / ceiling |",
         "|---:|---:|---:|---:|",
-    ]  # fmt: skip
+    ]
     for n, row in a["partitions"].items():
-        lines.append(f"| {n} | {fmt(row['events_per_s'])} | {fmt(row['ceiling_per_s'])} |"
-                     f" {pct(row['ratio'])} |")  # fmt: skip
+        lines.append(
+            f"| {n} | {fmt(row['events_per_s'])} | {fmt(row['ceiling_per_s'])} |"
+            f" {pct(row['ratio'])} |"
+        )
     return [*lines, ""]
 
 
@@ -147,8 +179,12 @@ def plot(results: dict[str, Any], path: Path) -> None:
             continue
         xs = [int(c) for c in sync]
         left.plot(xs, [sync[c]["rps"]["median"] for c in sync], "o-", label=f"/identify {label}")
-        left.plot(xs, [sync[c]["ceiling_tps"]["median"] for c in sync], "s--",
-                  label=f"pgbench ceiling {label}")  # fmt: skip
+        left.plot(
+            xs,
+            [sync[c]["ceiling_tps"]["median"] for c in sync],
+            "s--",
+            label=f"pgbench ceiling {label}",
+        )
         right.plot(xs, [sync[c]["p99_ms"]["median"] for c in sync], "o-", label=f"p99 {label}")
     for ax in (left, right):
         ax.set_xscale("log", base=2)
@@ -168,6 +204,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 def write(results: dict[str, Any], out_dir: Path) -> None:
     m, s = results["machine"], results["settings"]
+    server = ", ".join(f"{k}={v}" for k, v in m["server"].items())
     lines = [
         "# Benchmark results",
         "",
@@ -180,7 +217,7 @@ def write(results: dict[str, Any], out_dir: Path) -> None:
         f"- Command: `{results['command']}` with sizes {', '.join(s['sizes'])}; clients"
         f" {', '.join(map(str, s['clients']))}; {s['runs']} runs of {s['seconds']} s each"
         " (after a 2 s warm-up), each on a fresh copy of the seeded database.",
-        f"- Server: gunicorn.conf.py (gthread) with {', '.join(f'{k}={v}' for k, v in m['server'].items())}.",
+        f"- Server: gunicorn.conf.py (gthread) with {server}.",
         f"- Load average (1 min) before: {results['load_before'][0]:.2f}, after:"
         f" {results['load_after'][0]:.2f} (2 cores shared with other work).",
         "",
@@ -198,12 +235,12 @@ def write(results: dict[str, Any], out_dir: Path) -> None:
         "errors = non-2xx other than 503, plus socket errors and timeouts.",
         "",
     ]
-    for label, entry in results["sizes"].items():
+    for entry in results["sizes"].values():
         if "sync" in entry:
             lines += sync_table(f"{entry['contacts']:,}", entry["sync"])
     lines += ["## Async", "", *async_table(results.get("async", {}))]
     lines += ["## Growth", ""]
-    for label, entry in results["sizes"].items():
+    for entry in results["sizes"].values():
         lines += growth_tables(f"{entry['contacts']:,}", entry)
     if ANALYSIS.exists():
         lines += ["", ANALYSIS.read_text().strip(), ""]

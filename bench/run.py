@@ -46,8 +46,11 @@ def env_list(name: str, default: str) -> list[str]:
 
 def ensure_tools() -> None:
     """wrk and pgbench come from Debian packages; install them when missing."""
-    missing = [pkg for tool, pkg in (("wrk", "wrk"), ("pgbench", "postgresql-client"))
-               if shutil.which(tool) is None]  # fmt: skip
+    missing = [
+        pkg
+        for tool, pkg in (("wrk", "wrk"), ("pgbench", "postgresql-client"))
+        if shutil.which(tool) is None
+    ]
     if missing:
         log(f"installing {' '.join(missing)} (apt-get)")
         subprocess.run(["apt-get", "update", "-qq"], check=True)
@@ -63,12 +66,20 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    pg = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-tAc", "SHOW server_version"],
-                        capture_output=True, text=True).stdout.strip()  # fmt: skip
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True).stdout.strip()  # fmt: skip
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                           capture_output=True, text=True).stdout.strip()  # fmt: skip
+    pg = subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-tAc", "SHOW server_version"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -85,8 +96,14 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def bench_sync(plan: seed.SeedPlan, people: int, clients: list[int], runs: int, seconds: int,
-               scripts: dict[Path, int]) -> dict[str, Any]:  # fmt: skip
+def bench_sync(
+    plan: seed.SeedPlan,
+    people: int,
+    clients: list[int],
+    runs: int,
+    seconds: int,
+    scripts: dict[Path, int],
+) -> dict[str, Any]:
     """wrk against gunicorn, then pgbench, per concurrency level, alternating, ``runs`` times."""
     out: dict[str, Any] = {}
     for c in clients:
@@ -97,14 +114,20 @@ def bench_sync(plan: seed.SeedPlan, people: int, clients: list[int], runs: int, 
             url = seed.fresh_copy(plan)
             with sync.served(url) as server:
                 sync.run_wrk(server, clients=c, seconds=WARMUP_S, people=people, nonce=nonce + "1")
-                ours.append(sync.run_wrk(server, clients=c, seconds=seconds, people=people,
-                                         nonce=nonce))  # fmt: skip
+                ours.append(
+                    sync.run_wrk(server, clients=c, seconds=seconds, people=people, nonce=nonce)
+                )
             seed.fresh_copy(plan)
-            theirs.append(ceiling.run_pgbench(plan.database, scripts, clients=c, seconds=seconds,
-                                              people=people, nonce=nonce))  # fmt: skip
-            log(f"  {plan.label} c={c} run {r + 1}: {ours[-1]['rps']:.0f} req/s"
+            theirs.append(
+                ceiling.run_pgbench(
+                    plan.database, scripts, clients=c, seconds=seconds, people=people, nonce=nonce
+                )
+            )
+            log(
+                f"  {plan.label} c={c} run {r + 1}: {ours[-1]['rps']:.0f} req/s"
                 f" p99 {int(ours[-1]['p99_us']) / 1000:.1f} ms; pgbench {theirs[-1]['tps']:.0f} tps"
-                f" (load {os.getloadavg()[0]:.2f})")  # fmt: skip
+                f" (load {os.getloadavg()[0]:.2f})"
+            )
         out[str(c)] = {
             "rps": spread([float(x["rps"]) for x in ours]),
             "p50_ms": spread([int(x["p50_us"]) / 1000 for x in ours]),
@@ -114,7 +137,9 @@ def bench_sync(plan: seed.SeedPlan, people: int, clients: list[int], runs: int, 
             "requests": sum(int(x["requests"]) for x in ours),
             "ceiling_tps": spread([x["tps"] for x in theirs]),
             "ceiling_failed": sum(int(x["failed"]) for x in theirs),
-            "ratio": spread([float(o["rps"]) / t["tps"] for o, t in zip(ours, theirs, strict=True)]),
+            "ratio": spread(
+                [float(o["rps"]) / t["tps"] for o, t in zip(ours, theirs, strict=True)]
+            ),
         }
     return out
 
@@ -130,17 +155,26 @@ def main() -> int:
     results: dict[str, Any] = {
         "machine": machine(),
         "command": "make bench",
-        "settings": {"sizes": sizes, "clients": clients, "runs": runs, "seconds": seconds,
-                     "parts": sorted(parts)},  # fmt: skip
+        "settings": {
+            "sizes": sizes,
+            "clients": clients,
+            "runs": runs,
+            "seconds": seconds,
+            "parts": sorted(parts),
+        },
         "load_before": os.getloadavg(),
         "sizes": {},
     }
-    log(f"sizes {sizes}, clients {clients}, {runs} runs of {seconds} s, parts {sorted(parts)};"
-        f" load {os.getloadavg()[0]:.2f}")  # fmt: skip
+    log(
+        f"sizes {sizes}, clients {clients}, {runs} runs of {seconds} s, parts {sorted(parts)};"
+        f" load {os.getloadavg()[0]:.2f}"
+    )
     scripts = ceiling.write_scripts(out_dir / "pgbench")
     largest = max(sizes, key=lambda s: SIZES[s])
     for label in sizes:
-        plan = seed.SeedPlan(label, SIZES[label], growth=label == largest and SIZES[label] >= 100_000)
+        plan = seed.SeedPlan(
+            label, SIZES[label], growth=label == largest and SIZES[label] >= 100_000
+        )
         seed.seed_template(plan, log=log)
         people = seed.people_count(plan)
         entry: dict[str, Any] = {"contacts": plan.contacts, "people": people}
