@@ -106,6 +106,12 @@ def test_real_answers_match_the_document(client: FlaskClient) -> None:
         ("post", "/identify", [1, 2]),
         ("get", "/identify", None),
         ("get", "/healthz", None),
+        ("post", "/events", [{"eventId": "e-1", "email": "a@b.io", "source": "checkout"}]),
+        ("post", "/events", {"email": "c@d.io", "phoneNumber": 42424}),
+        ("post", "/events", [{"email": "c@d.io"}, {"email": "bad"}]),
+        ("post", "/events", []),
+        ("get", "/queues", None),
+        ("get", "/dead-letters", None),
     ]
     for method, path, body in cases:
         response = getattr(client, method)(path, json=body)
