@@ -21,7 +21,14 @@ from identity.db import create_db_engine
 from identity.events import partition_for
 from identity.settings import Secret, Settings
 from tests.conftest import make_settings
-from tests.support.async_stack import AsyncStack, RedisServer, http_json, serve, wait_until
+from tests.support.async_stack import (
+    AsyncStack,
+    RedisServer,
+    http_json,
+    running_redis,
+    serve,
+    wait_applied,
+)
 from tests.support.db import reset_contacts
 from tests.support.invariants import Pair, assert_consistent
 from worker.publisher import Publisher
@@ -32,10 +39,8 @@ PARTITIONS = 4
 
 @pytest.fixture(scope="module")
 def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -69,27 +74,6 @@ def queued_app(queued_settings: Settings, pg: Engine) -> Iterator[Flask]:
     app = create_app(queued_settings)
     yield app
     app.extensions["identity.engine"].dispose()
-
-
-def ledger_ids(engine: Engine) -> set[str]:
-    with engine.connect() as conn:
-        return set(conn.execute(text("SELECT event_id FROM processed_event")).scalars())
-
-
-def inbox_size(engine: Engine) -> int:
-    with engine.connect() as conn:
-        return int(conn.execute(text("SELECT count(*) FROM event_inbox")).scalar_one())
-
-
-def wait_applied(engine: Engine, ids: set[str], stack: AsyncStack, timeout_s: float = 120) -> None:
-    def done() -> bool:
-        return ids <= ledger_ids(engine) and inbox_size(engine) == 0
-
-    try:
-        wait_until(done, timeout_s=timeout_s, interval_s=0.2, what="every event to be applied")
-    except AssertionError:
-        missing = len(ids - ledger_ids(engine))
-        raise AssertionError(f"{missing} event(s) not applied\n{stack.logs()}") from None
 
 
 def test_many_events_across_partitions_with_concurrent_identify(

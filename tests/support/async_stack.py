@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from flask import Flask
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
 from werkzeug.serving import make_server
 
 from tests.support.db import ROOT
@@ -211,6 +213,31 @@ class AsyncStack:
     def close(self) -> None:
         for name in list(self.procs):
             self.kill(name)
+
+
+@contextmanager
+def running_redis(workdir: Path) -> Iterator[RedisServer]:
+    server = RedisServer(workdir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def wait_applied(engine: Engine, ids: set[str], stack: AsyncStack, timeout_s: float = 120) -> None:
+    """Until every event of ``ids`` is in the ledger and the inbox is empty."""
+
+    def done() -> bool:
+        with engine.connect() as conn:
+            applied = set(conn.execute(text("SELECT event_id FROM processed_event")).scalars())
+            pending = conn.execute(text("SELECT count(*) FROM event_inbox")).scalar_one()
+        return ids <= applied and pending == 0
+
+    try:
+        wait_until(done, timeout_s=timeout_s, interval_s=0.2, what="every event to be applied")
+    except AssertionError:
+        raise AssertionError(f"not every event was applied\n{stack.logs()}") from None
 
 
 @contextmanager
