@@ -71,7 +71,7 @@ def post_events() -> ResponseReturnValue:
     return jsonify(body), 202
 
 
-def _queue_depths(settings: Settings) -> list[dict[str, object]]:
+def queue_depths(settings: Settings) -> list[dict[str, object]]:
     queues: list[dict[str, object]] = []
     try:
         url = settings.redis_url.get()
@@ -99,7 +99,7 @@ def queues() -> ResponseReturnValue:
     body: dict[str, object] = {
         "mode": "queued" if settings.redis_url else "in-process",
         "partitions": settings.identity_partitions,
-        "queues": _queue_depths(settings) if settings.redis_url else [],
+        "queues": queue_depths(settings) if settings.redis_url else [],
         "inboxPending": pending,
         "deadLetters": dead,
     }

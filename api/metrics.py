@@ -8,8 +8,8 @@ own registry is served.
 
 The domain does not know Prometheus: it emits signals through
 :mod:`identity.observe` and :func:`on_signal` counts them. Gauges that describe
-shared state (queue depth per partition, dead letters) are read at scrape time
-by collectors the async path registers with :func:`add_collector`.
+shared state (queue depth per partition, inbox backlog, dead letters, events
+applied) are read at scrape time by :func:`pipeline_families`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from flask import Blueprint, Flask, Response, g, request
+from flask import Blueprint, Flask, Response, current_app, g, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -29,11 +29,14 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from prometheus_client.core import Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from sqlalchemy.engine import Engine
 
 from api.observability import route_label
-from identity import observe
+from identity import event_services, observe
+from identity.errors import Unavailable
+from identity.settings import Settings
 
 bp = Blueprint("metrics", __name__)
 
@@ -65,9 +68,6 @@ RETRIES = Counter(
     ["reason"],
 )
 
-#: Scrape-time collectors (a callable returning metric families), e.g. queue depth.
-_scrape_collectors: list[Callable[[], Iterable[Metric]]] = []
-
 
 class _CallableCollector(Collector):
     def __init__(self, produce: Callable[[], Iterable[Metric]]) -> None:
@@ -77,10 +77,64 @@ class _CallableCollector(Collector):
         return self._produce()
 
 
-def add_collector(produce: Callable[[], Iterable[Metric]]) -> None:
-    """Register a scrape-time producer of metric families (once per callable)."""
-    if produce not in _scrape_collectors:
-        _scrape_collectors.append(produce)
+def pipeline_families(engine: Engine, settings: Settings) -> list[Metric]:
+    """The event pipeline's state, read at scrape time from PostgreSQL and Redis.
+
+    Read here rather than counted in the workers: workers may run on other machines,
+    and these numbers are facts of the shared database and broker, the same whichever
+    API process is scraped. A source that cannot be read is reported as down, and the
+    scrape still succeeds.
+    """
+    up = GaugeMetricFamily(
+        "identity_metrics_source_up",
+        "1 when this scrape could read the source (database, broker), else 0.",
+        labels=["source"],
+    )
+    families: list[Metric] = []
+    try:
+        with engine.connect() as conn:
+            applied = event_services.count_processed_events(conn)
+            pending = event_services.inbox_pending(conn)
+            dead = event_services.count_dead_letters(conn)
+    except Exception:  # unreachable or timed out: say so, keep the scrape
+        up.add_metric(["database"], 0)
+    else:
+        up.add_metric(["database"], 1)
+        families += [
+            CounterMetricFamily(
+                "identity_events_applied",
+                "Distinct events applied (the idempotency ledger), by /events and the workers.",
+                value=applied,
+            ),
+            GaugeMetricFamily(
+                "identity_event_inbox_pending",
+                "Events accepted (202) and not yet applied: the inbox backlog.",
+                value=pending,
+            ),
+            GaugeMetricFamily(
+                "identity_dead_letters",
+                "Events parked in the dead-letter table (GET /dead-letters, replayable).",
+                value=dead,
+            ),
+        ]
+    if settings.redis_url:
+        from api.events import queue_depths
+
+        try:
+            depths = queue_depths(settings)
+        except Unavailable:
+            up.add_metric(["broker"], 0)
+        else:
+            up.add_metric(["broker"], 1)
+            depth = GaugeMetricFamily(
+                "identity_queue_depth",
+                "Messages waiting in each partition's Redis queue.",
+                labels=["partition", "queue"],
+            )
+            for q in depths:
+                depth.add_metric([str(q["partition"]), str(q["queue"])], float(q["depth"]))  # type: ignore[arg-type]
+            families.append(depth)
+    return [*families, up]
 
 
 def on_signal(name: str, fields: Mapping[str, Any]) -> None:
@@ -98,8 +152,9 @@ def _registry() -> CollectorRegistry:
     else:
         registry = CollectorRegistry()
         registry.register(_DefaultRegistryView())
-    for produce in _scrape_collectors:
-        registry.register(_CallableCollector(produce))
+    engine = current_app.extensions["identity.engine"]
+    settings = current_app.extensions["identity.settings"]
+    registry.register(_CallableCollector(lambda: pipeline_families(engine, settings)))
     return registry
 
 

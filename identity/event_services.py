@@ -278,6 +278,11 @@ def inbox_pending(conn: Connection) -> int:
     return int(conn.execute(select(func.count()).select_from(inbox)).scalar_one())
 
 
+def count_processed_events(conn: Connection) -> int:
+    """Events the ledger holds: every distinct event ever applied (metrics)."""
+    return int(conn.execute(select(func.count()).select_from(ledger)).scalar_one())
+
+
 # --- Dead letters ---------------------------------------------------------------------
 
 

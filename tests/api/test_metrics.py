@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import redis
 from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from api import create_app
+from identity.settings import Secret
 from tests.conftest import make_settings
+from tests.support.async_stack import RedisServer
 from tests.support.processes import Server, free_port
 
 ON_POSTGRES = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
@@ -124,3 +128,56 @@ def test_gunicorn_workers_are_summed(pg_url: str) -> None:
     finally:
         server.stop()
         server.remove_log()
+
+
+@ON_POSTGRES
+def test_event_pipeline_gauges_without_a_broker(client: FlaskClient) -> None:
+    before = scrape(client)
+    events = [{"eventId": f"m-{i}", "email": f"ev{i}@x.io"} for i in range(3)]
+    assert client.post("/events", json=events).status_code == 202
+    assert client.post("/events", json=events).status_code == 202  # duplicates: no new effect
+    after = scrape(client)
+    applied = "identity_events_applied_total"
+    assert value(after, applied) - value(before, applied) == 3
+    assert value(after, "identity_event_inbox_pending") == 0
+    assert value(after, "identity_dead_letters") == 0
+    assert value(after, "identity_metrics_source_up", source="database") == 1
+    assert ("identity_queue_depth" in after) is False  # no broker configured
+
+
+def test_a_scrape_survives_an_unreachable_database(unreachable_app: Flask) -> None:
+    text = scrape(unreachable_app.test_client())
+    assert value(text, "identity_metrics_source_up", source="database") == 0
+    assert "identity_http_requests_total" in text
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@ON_POSTGRES
+def test_queue_depth_per_partition_and_broker_down(
+    pg_url: str, engine: object, redis_server: RedisServer
+) -> None:
+    settings = make_settings(pg_url, redis_url=Secret(redis_server.url), identity_partitions=3)
+    app = create_app(settings)
+    try:
+        client = app.test_client()
+        # Two messages waiting in partition 1's queue, as kombu's Redis transport keeps them.
+        r = redis.Redis.from_url(redis_server.url)
+        r.lpush("identity.p1", b"{}", b"{}")
+        r.close()
+        text = scrape(client)
+        assert value(text, "identity_queue_depth", partition="1", queue="identity.p1") == 2
+        assert value(text, "identity_queue_depth", partition="0", queue="identity.p0") == 0
+        assert value(text, "identity_metrics_source_up", source="broker") == 1
+        redis_server.stop()
+        text = scrape(client)
+        assert value(text, "identity_metrics_source_up", source="broker") == 0
+        assert value(text, "identity_metrics_source_up", source="database") == 1
+    finally:
+        app.extensions["identity.engine"].dispose()
