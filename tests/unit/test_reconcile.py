@@ -4,8 +4,19 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from identity.normalize import Identifiers
-from identity.reconcile import ClusterView, Decision, Insert, Row, build_view, decide
+from identity.reconcile import (
+    ClusterView,
+    Decision,
+    Insert,
+    Row,
+    build_view,
+    decide,
+    decide_held,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -221,3 +232,53 @@ def test_view_of_a_lone_primary() -> None:
 def test_row_age_is_created_at_then_id() -> None:
     assert row(2, "a", None, t=1).age < row(1, "a", None, t=2).age
     assert row(1, "a", None, t=3).age < row(2, "a", None, t=3).age
+
+
+# --- decide_held: the same rules when SQL already said what the clusters hold ------------
+
+
+def test_decide_held_rules() -> None:
+    a = row(1, "a@x.io", "111")
+    b = row(2, "b@x.io", "222")
+    assert decide_held(ids("a@x.io"), [], held_email=False, held_phone=False) == Decision(
+        None, (), Insert.PRIMARY
+    )
+    assert decide_held(ids("a@x.io", "999"), [a], held_email=True, held_phone=False) == Decision(
+        1, (), Insert.SECONDARY
+    )
+    assert decide_held(ids("a@x.io", "222"), [b, a], held_email=True, held_phone=True) == Decision(
+        1, (2,), Insert.NOTHING
+    )
+    assert decide_held(ids(phone="111"), [a], held_email=False, held_phone=True) == Decision(
+        1, (), Insert.NOTHING
+    )
+
+
+_values = st.sampled_from(["a", "b", "c", None])
+
+
+@st.composite
+def cluster_states(draw: st.DrawFn) -> tuple[Identifiers, list[Row], list[Row]]:
+    """Some roots, each with a few members, and a request (any shape decide accepts)."""
+    roots, members, next_id = [], [], 1
+    for _ in range(draw(st.integers(0, 3))):
+        root_id = next_id
+        root = Row(root_id, draw(_values), draw(_values), None, at(draw(st.integers(0, 9))))
+        roots.append(root)
+        members.append(root)
+        next_id += 1
+        for _ in range(draw(st.integers(0, 3))):
+            members.append(Row(next_id, draw(_values), draw(_values), root_id, at(10 + next_id)))
+            next_id += 1
+    request = Identifiers(draw(_values), draw(_values))
+    return request, roots, members
+
+
+@given(cluster_states())
+def test_decide_held_agrees_with_decide(state: tuple[Identifiers, list[Row], list[Row]]) -> None:
+    request, roots, members = state
+    held_email = any(m.email == request.email for m in members)
+    held_phone = any(m.phone == request.phone for m in members)
+    assert decide_held(request, roots, held_email=held_email, held_phone=held_phone) == decide(
+        request, roots, members
+    )
