@@ -1,7 +1,8 @@
-"""Print the Procfile of the queued set-up: ``python -m worker.procfile > Procfile``.
+"""The Procfile of the queued set-up: ``python -m worker.procfile [--describe]``.
 
 One line per process: the API, the relay, one worker per partition
-(IDENTITY_PARTITIONS), Flower. ``bin/run`` writes it and runs it with honcho.
+(IDENTITY_PARTITIONS), Flower. ``bin/run`` writes it and runs it with honcho;
+``--describe`` prints where each process listens instead.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import shlex
 import sys
 
+from identity.events import queue_name
 from identity.settings import Settings
 
 
@@ -17,14 +19,29 @@ def procfile(settings: Settings, python: str = sys.executable) -> str:
     lines = [
         f"api: {py} -m gunicorn -c gunicorn.conf.py 'api:create_app()'",
         f"relay: {py} -m worker.relay",
-        *(
-            f"worker{p}: {py} -m worker.partition {p}"
-            for p in range(settings.identity_partitions)
-        ),
+        *(f"worker{p}: {py} -m worker.partition {p}" for p in range(settings.identity_partitions)),
         f"flower: {py} -m celery -A worker flower --conf=flowerconfig.py",
     ]
     return "\n".join(lines) + "\n"
 
 
+def describe(settings: Settings) -> str:
+    host = settings.bind_host
+    user = settings.flower_basic_auth.get().split(":", 1)[0]
+    redis = settings.redis_url.get().rpartition("@")[2]  # never the password
+    queues = ", ".join(queue_name(p) for p in range(settings.identity_partitions))
+    return "\n".join(
+        [
+            f"run: API     http://{host}:{settings.port}  (POST /identify, POST /events,"
+            " GET /queues, GET /dead-letters, GET /healthz)",
+            f"run: relay   event_inbox -> {redis} (re-drive after"
+            f" {settings.events_redrive_after_s}s)",
+            f"run: workers one per partition, concurrency 1: {queues}",
+            f"run: Flower  http://{host}:{settings.flower_port}  (basic auth, user {user!r})",
+        ]
+    )
+
+
 if __name__ == "__main__":
-    sys.stdout.write(procfile(Settings.from_env()))
+    current = Settings.from_env()
+    sys.stdout.write((describe(current) if "--describe" in sys.argv else procfile(current)) + "\n")
