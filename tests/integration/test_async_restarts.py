@@ -1,0 +1,203 @@
+"""Restarts under the asynchronous path (issue 5), with real processes: PostgreSQL stopped
+while workers hold messages and producers keep publishing; Redis stopped under a served
+API. Nothing accepted is lost, nothing is dead-lettered for an outage, /identify never
+notices Redis, and everything recovers by itself.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine
+
+from tests.support.async_stack import AsyncStack, RedisServer
+from tests.support.invariants import assert_consistent
+from tests.support.processes import PrivatePostgres, Server, start_private_postgres, wait_until
+
+pytestmark = pytest.mark.slow
+PARTITIONS = 2
+
+
+def batch(tag: str, n: int, size: int = 20) -> list[dict[str, object]]:
+    return [
+        {"eventId": f"{tag}-{n}-{i}", "email": f"u{(n * size + i) % 50}@async.test",
+         "phoneNumber": f"7{(n * size + i) % 37:05d}"}
+        for i in range(size)
+    ]  # fmt: skip
+
+
+def pairs(events: list[dict[str, object]]) -> list[tuple[str | None, str | None]]:
+    return [(str(e["email"]), str(e["phoneNumber"])) for e in events]
+
+
+def applied_ids(engine: Engine) -> set[str]:
+    with engine.connect() as conn:
+        return set(conn.execute(text("SELECT event_id FROM processed_event")).scalars())
+
+
+def count(engine: Engine, table: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
+
+
+def wait_applied(engine: Engine, ids: set[str], stack: AsyncStack, timeout_s: float = 120) -> None:
+    def done() -> bool:
+        try:
+            return ids <= applied_ids(engine) and count(engine, "event_inbox") == 0
+        except Exception:
+            return False
+
+    try:
+        wait_until(done, timeout_s, "every accepted event applied", interval_s=0.25)
+    except TimeoutError:
+        raise AssertionError(f"accepted events were not applied\n{stack.logs()}") from None
+
+
+@pytest.fixture
+def private_pg() -> Iterator[PrivatePostgres]:
+    pg = start_private_postgres()
+    yield pg
+    pg.destroy()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def stack(
+    private_pg: PrivatePostgres, redis_server: RedisServer, tmp_path: Path
+) -> Iterator[AsyncStack]:
+    stack = AsyncStack(private_pg.url, redis_server, PARTITIONS, tmp_path)
+    try:
+        yield stack
+    finally:
+        stack.close()
+
+
+@pytest.fixture
+def server(stack: AsyncStack) -> Iterator[Server]:
+    env = {
+        k: v
+        for k, v in stack.env().items()
+        if k in {"DATABASE_URL", "REDIS_URL", "IDENTITY_PARTITIONS"}
+    }
+    server = Server(env={**env, "DB_POOL_TIMEOUT_MS": "2000"}).start()
+    yield server
+    server.stop()
+    server.remove_log()
+
+
+def test_postgres_restart_workers_retry_and_no_accepted_event_is_lost(
+    private_pg: PrivatePostgres, stack: AsyncStack, server: Server
+) -> None:
+    engine = create_engine(private_pg.url)
+    accepted: list[dict[str, object]] = []
+    answers: list[int] = []
+    stop = threading.Event()
+
+    def producer() -> None:
+        """A checkout system: publishes batches; on 503 it sends the same batch again."""
+        n = 0
+        while not stop.is_set():
+            events = batch("live", n)
+            for _ in range(200):
+                status, _, body = server.request("POST", "/events", events, timeout=10)
+                answers.append(status)
+                if status == 202:
+                    accepted.extend(events)
+                    break
+                assert status == 503 and json.loads(body)["error"], (status, body)
+                time.sleep(0.1)
+            n += 1
+            time.sleep(0.05)
+
+    try:
+        stack.start_relay()
+        # Messages waiting in Redis with no worker to take them yet.
+        held = [e for n in range(5) for e in batch("held", n)]
+        for n in range(5):
+            assert server.request("POST", "/events", batch("held", n))[0] == 202
+        wait_until(
+            lambda: count(engine, "event_inbox WHERE published_at IS NULL") == 0, 30, "relay"
+        )
+        thread = threading.Thread(target=producer)
+        thread.start()
+        time.sleep(1.0)
+
+        private_pg.stop("fast")
+        started = time.monotonic()
+        status, _, _ = server.request("POST", "/events", batch("outage", 0), timeout=10)
+        events_503_s = time.monotonic() - started
+        identify_status = server.request("POST", "/identify", {"email": "o@async.test"})[0]
+        # Workers start while the database is down: they take the held messages and retry.
+        stack.start_workers()
+        wait_until(
+            lambda: "retrying in" in stack.logs(),
+            60,
+            "a worker to retry on the unavailable database",
+        )
+        time.sleep(1.0)
+        private_pg.start()
+        time.sleep(2.0)  # producers get through again by themselves
+        stop.set()
+        thread.join(timeout=60)
+        wait_applied(engine, {str(e["eventId"]) for e in held + accepted}, stack)
+
+        assert status == 503 and events_503_s < 2.0
+        assert identify_status == 503
+        assert set(answers) <= {202, 503} and 503 in answers and answers[-1] == 202
+        assert count(engine, "dead_letter") == 0, "an outage must not dead-letter events"
+        with engine.connect() as conn:
+            assert_consistent(conn, pairs(held + accepted))
+        print(
+            f"\nPG restart (async): {len(held) + len(accepted)} events accepted, all applied;"
+            f" {answers.count(503)} x 503 while down; 0 dead letters"
+        )
+    finally:
+        stop.set()
+        engine.dispose()
+
+
+def test_redis_restart_leaves_identify_alone_and_the_event_path_recovers(
+    private_pg: PrivatePostgres, redis_server: RedisServer, stack: AsyncStack, server: Server
+) -> None:
+    engine = create_engine(private_pg.url)
+    try:
+        stack.start_workers()
+        stack.start_relay()
+        before = batch("before", 0)
+        assert server.request("POST", "/events", before)[0] == 202
+
+        redis_server.stop()
+        identify = [
+            server.request("POST", "/identify", {"email": f"r{i}@async.test"}, timeout=10)
+            for i in range(20)
+        ]
+        during = batch("during", 0)
+        events_status = server.request("POST", "/events", during, timeout=10)[0]
+        queues_status, _, queues_body = server.request("GET", "/queues", timeout=10)
+        _, _, metrics = server.request("GET", "/metrics", timeout=10)
+        redis_server.start()  # same port, empty: whatever it held is gone
+
+        assert [s for s, _, _ in identify] == [200] * 20
+        assert events_status == 202  # durably accepted in PostgreSQL; published later
+        assert queues_status == 503 and json.loads(queues_body)["error"]
+        assert 'identity_metrics_source_up{source="broker"} 0.0' in metrics.decode()
+        wait_until(lambda: server.request("GET", "/queues")[0] == 200, 30, "/queues back")
+        wait_applied(engine, {str(e["eventId"]) for e in before + during}, stack)
+        with engine.connect() as conn:
+            identified = [(f"r{i}@async.test", None) for i in range(20)]
+            assert_consistent(conn, pairs(before + during) + identified)
+    finally:
+        engine.dispose()
