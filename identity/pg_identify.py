@@ -3,18 +3,21 @@
 Same rules, same locks and same answer as the portable path in ``services``; what
 changes is how many messages go to the server and how much of the cluster comes back:
 
-1. the advisory locks and the root lookup ``FOR UPDATE`` travel in one message (two
-   statements: the root lookup must take its snapshot *after* the identifier locks are
-   granted, so it cannot be one statement);
+0. a repeat lookup (rule 4: the request's identifiers already sit in one cluster) is
+   answered by one read without any lock (``_PEEK``, see why there), so it neither
+   waits for writers nor makes its COMMIT flush the WAL;
+1. otherwise the advisory locks and the root lookup ``FOR UPDATE`` travel in one
+   message (two statements: the root lookup must take its snapshot *after* the
+   identifier locks are granted, so it cannot be one statement);
 2. one statement answers "does the cluster already hold the email / the phone" and
    aggregates the answer (distinct emails and phones in SPEC order, secondary ids) in
    SQL, so a 10,000-member cluster costs one row, not 10,000;
 3. a write, when there is one, is one message: the merge ``UPDATE``, the ``INSERT`` and
    the fresh answer.
 
-Rule 4 (a repeat lookup) is therefore two messages plus the commit, rules 2 and 3 three,
-rule 1 two, whatever the size of the table or the cluster. The statements are plain
-SQL text sent through ``exec_driver_sql``: nothing to compile per request.
+Statements per request: rule 4 one; rule 1 three; rules 2 and 3 four (plus BEGIN and
+COMMIT), whatever the size of the table or the cluster. The statements are plain SQL
+text sent through ``exec_driver_sql``: nothing to compile per request.
 """
 
 from __future__ import annotations
@@ -43,15 +46,11 @@ WHERE deleted_at IS NULL AND id = ANY(ARRAY(
     WHERE deleted_at IS NULL AND (email = %(e)s OR phone_number = %(p)s)))
 ORDER BY id FOR UPDATE"""
 
-# Members of the locked clusters, numbered in answer order: the winner first, then by
-# (created_at, id), which is SPEC's "the primary's own value first, the rest in the
-# order their rows were created" (reconcile.build_view sorts the same way).
-_ANSWER = """
-WITH m AS MATERIALIZED (
-    SELECT id, email, phone_number,
-           row_number() OVER (ORDER BY id <> %(w)s, created_at, id) AS rn
-    FROM contact
-    WHERE deleted_at IS NULL AND (id = ANY(%(roots)s) OR linked_id = ANY(%(roots)s)))
+# The answer, aggregated over the members ``m`` numbered in answer order (rn = 1 is the
+# primary, then by (created_at, id): SPEC's "the primary's own value first, the rest in
+# the order their rows were created"; reconcile.build_view sorts the same way), plus
+# whether the cluster already holds the request's email and phone.
+_AGGREGATES = """
 SELECT
     coalesce((SELECT bool_or(email = %(e)s) FROM m), false),
     coalesce((SELECT bool_or(phone_number = %(p)s) FROM m), false),
@@ -60,7 +59,38 @@ SELECT
     (SELECT array_agg(phone_number ORDER BY rn) FROM (
         SELECT phone_number, min(rn) AS rn FROM m WHERE phone_number IS NOT NULL
         GROUP BY phone_number) y),
-    (SELECT array_agg(id ORDER BY id) FROM m WHERE id <> %(w)s)"""
+    (SELECT array_agg(id ORDER BY id) FROM m WHERE rn > 1)"""
+
+# The members of the locked clusters under the winner ``w``.
+_ANSWER = (
+    """
+WITH m AS MATERIALIZED (
+    SELECT id, email, phone_number,
+           row_number() OVER (ORDER BY id <> %(w)s, created_at, id) AS rn
+    FROM contact
+    WHERE deleted_at IS NULL AND (id = ANY(%(roots)s) OR linked_id = ANY(%(roots)s)))"""
+    + _AGGREGATES
+)
+
+# Rule 4 without locks: one statement, one snapshot. When the request's identifiers
+# all sit in one cluster of that snapshot, nothing is written and that cluster is the
+# answer; clusters never split, so no later transaction can make the read wrong (the
+# request is ordered at its snapshot). No lock, no row lock, so no transaction id and
+# no WAL flush at commit. Anything else falls through to the locked path.
+_PEEK = (
+    """
+WITH r AS MATERIALIZED (
+    SELECT DISTINCT coalesce(linked_id, id) AS root FROM contact
+    WHERE deleted_at IS NULL AND (email = %(e)s OR phone_number = %(p)s)),
+m AS MATERIALIZED (
+    SELECT id, email, phone_number,
+           row_number() OVER (ORDER BY linked_id IS NOT NULL, created_at, id) AS rn
+    FROM contact
+    WHERE deleted_at IS NULL AND (SELECT count(*) FROM r) = 1
+      AND (id = ANY(ARRAY(SELECT root FROM r)) OR linked_id = ANY(ARRAY(SELECT root FROM r))))"""
+    + _AGGREGATES
+    + ", (SELECT min(root) FROM r), (SELECT count(*) FROM r)"
+)
 
 _DEMOTE = """
 UPDATE contact SET linked_id = %(w)s, link_precedence = 'secondary', updated_at = %(now)s
@@ -113,8 +143,21 @@ def _view(primary_id: int, row: Sequence[Any]) -> ClusterView:
     )
 
 
+def peek(conn: Connection, identifiers: Identifiers) -> ClusterView | None:
+    """The answer when the request changes nothing (rule 4), read without locks; else None."""
+    e, p = identifiers.email, identifiers.phone
+    row = conn.exec_driver_sql(_PEEK, {"e": e, "p": p}).one()
+    held_email, held_phone, root, clusters = row[0], row[1], row[5], row[6]
+    if clusters == 1 and (e is None or held_email) and (p is None or held_phone):
+        return _view(root, row)
+    return None
+
+
 def identify(conn: Connection, *, identifiers: Identifiers) -> ClusterView:
     """SPEC rules 1-4 for one email/phone pair, on PostgreSQL."""
+    view = peek(conn, identifiers)
+    if view is not None:
+        return view
     roots = lock_and_find_roots(conn, identifiers)
     e, p = identifiers.email, identifiers.phone
     if not roots:  # rule 1
