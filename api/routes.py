@@ -11,7 +11,7 @@ from sqlalchemy import text
 from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
 from identity import services
-from identity.db import run_in_transaction
+from identity.db import run_in_transaction, run_read_only
 from identity.errors import InvalidInput, Unavailable
 from identity.normalize import normalize_identifiers
 
@@ -79,11 +79,15 @@ def identify() -> ResponseReturnValue:
     identifiers = normalize_identifiers(
         body.get("email"), body.get("phoneNumber"), settings.default_phone_region
     )
-    view = run_in_transaction(
-        _engine(),
-        lambda conn: services.identify(conn, identifiers=identifiers),
-        attempts=settings.db_retry_attempts,
-    )
+    engine = _engine()
+    # A repeat lookup is answered by one lock-free read; anything else, one transaction.
+    view = run_read_only(engine, lambda conn: services.peek(conn, identifiers=identifiers))
+    if view is None:
+        view = run_in_transaction(
+            engine,
+            lambda conn: services.identify(conn, identifiers=identifiers, peeked=True),
+            attempts=settings.db_retry_attempts,
+        )
     return jsonify(view.to_json())
 
 

@@ -208,3 +208,36 @@ def run_in_transaction(
                 "database busy or unreachable, try again", reason="pool_timeout"
             ) from error
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def run_read_only(engine: Engine, work: Callable[[Connection], T]) -> T:
+    """Run ``work`` on an autocommit connection: no BEGIN, no COMMIT, no locks held.
+
+    Each statement is its own snapshot, so this is only for reads that need neither
+    locks nor consistency across statements (``services.peek``): a one-statement read
+    is then one round trip. Errors map as in :func:`run_in_transaction`.
+    """
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name != "postgresql":
+                return work(conn)
+            # psycopg2's own autocommit flag, set and restored on the client only. (The
+            # isolation_level="AUTOCOMMIT" execution option would cost a round trip more:
+            # SQLAlchemy resets it with SET default_transaction_isolation at check-in.)
+            dbapi_connection: Any = conn.connection.dbapi_connection
+            dbapi_connection.autocommit = True
+            try:
+                return work(conn)
+            finally:
+                if not dbapi_connection.closed:
+                    dbapi_connection.autocommit = False
+    except exc.DBAPIError as error:
+        if is_retryable(error) or is_unavailable(error):
+            raise Unavailable(
+                "database busy or unreachable, try again", reason=unavailable_reason(error)
+            ) from error
+        raise
+    except exc.TimeoutError as error:
+        raise Unavailable(
+            "database busy or unreachable, try again", reason="pool_timeout"
+        ) from error

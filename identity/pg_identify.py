@@ -153,11 +153,16 @@ def peek(conn: Connection, identifiers: Identifiers) -> ClusterView | None:
     return None
 
 
-def identify(conn: Connection, *, identifiers: Identifiers) -> ClusterView:
-    """SPEC rules 1-4 for one email/phone pair, on PostgreSQL."""
-    view = peek(conn, identifiers)
-    if view is not None:
-        return view
+def identify(conn: Connection, *, identifiers: Identifiers, peeked: bool = False) -> ClusterView:
+    """SPEC rules 1-4 for one email/phone pair, on PostgreSQL.
+
+    ``peeked``: the caller already ran :func:`peek` (outside this transaction) and it
+    found the request may write; the locked path starts at once.
+    """
+    if not peeked:
+        view = peek(conn, identifiers)
+        if view is not None:
+            return view
     roots = lock_and_find_roots(conn, identifiers)
     e, p = identifiers.email, identifiers.phone
     if not roots:  # rule 1

@@ -76,11 +76,25 @@ def load_members(conn: Connection, root_ids: Sequence[int]) -> list[Row]:
     return [_row(r) for r in rows]
 
 
-def identify(conn: Connection, *, identifiers: Identifiers) -> ClusterView:
-    """Reconcile one email/phone pair (SPEC.md rules 1-4) and answer with its cluster."""
+def peek(conn: Connection, *, identifiers: Identifiers) -> ClusterView | None:
+    """The answer of a request that changes nothing (rule 4), read without any lock.
+
+    On PostgreSQL one statement, fit for ``db.run_read_only``; ``None`` when the request
+    may write (or on SQLite): then run :func:`identify` in a transaction.
+    """
+    if conn.dialect.name != "postgresql":
+        return None
+    return pg_identify.peek(conn, identifiers)
+
+
+def identify(conn: Connection, *, identifiers: Identifiers, peeked: bool = False) -> ClusterView:
+    """Reconcile one email/phone pair (SPEC.md rules 1-4) and answer with its cluster.
+
+    ``peeked``: :func:`peek` already returned None for this request.
+    """
     if conn.dialect.name == "postgresql":
         # The same steps in fewer round trips, the answer aggregated in SQL.
-        return pg_identify.identify(conn, identifiers=identifiers)
+        return pg_identify.identify(conn, identifiers=identifiers, peeked=peeked)
     lock_keys(conn, identifier_keys(identifiers))
     return apply_identifiers(conn, identifiers=identifiers)
 
