@@ -20,7 +20,7 @@ from identity.batch import NewRef, Ref, plan_batch
 from identity.db import utcnow
 from identity.errors import TransientConflict
 from identity.events import Event
-from identity.locking import identifier_keys, lock_keys
+from identity.locking import advisory_key, identifier_keys, lock_keys
 from identity.models import Contact, DeadLetter, EventInbox, ProcessedEvent
 from identity.normalize import Identifiers
 from identity.reconcile import Row
@@ -65,13 +65,41 @@ def _record_in_ledger(conn: Connection, event_ids: list[str], now: datetime) -> 
     A concurrent transaction applying the same event holds its ledger row until it
     ends; ON CONFLICT waits for it, then skips the id if it committed.
     """
+    ids = sorted(event_ids)
+    if conn.dialect.name == "postgresql":
+        # One array parameter: the statement text (and its plan) is the same for every batch.
+        result = conn.execute(
+            text(
+                "INSERT INTO processed_event (event_id, applied_at)"
+                " SELECT unnest(CAST(:ids AS text[])), :now"
+                " ON CONFLICT DO NOTHING RETURNING event_id"
+            ),
+            {"ids": ids, "now": now},
+        )
+        return set(result.scalars())
     stmt = (
-        _dialect_insert(conn, ledger)
-        .values([{"event_id": e, "applied_at": now} for e in sorted(event_ids)])
+        sqlite.insert(ledger)
+        .values([{"event_id": e, "applied_at": now} for e in ids])
         .on_conflict_do_nothing()
         .returning(ledger.c.event_id)
     )
     return set(conn.execute(stmt).scalars())
+
+
+def _lock_identifiers(conn: Connection, keys: set[str]) -> None:
+    """``locking.lock_keys`` for a whole batch: the same sorted advisory locks, one parameter.
+
+    The function scan yields the sorted array in order, so the locks are taken in the
+    same order as every other transaction takes them.
+    """
+    if conn.dialect.name != "postgresql":
+        lock_keys(conn, keys)  # nothing to lock (SQLite serializes writers)
+        return
+    ids = sorted({advisory_key(k) for k in keys})
+    conn.execute(
+        text("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:ids AS bigint[])) AS k"),
+        {"ids": ids},
+    )
 
 
 def _row(r: Any) -> Row:
@@ -130,13 +158,17 @@ def _relink(conn: Connection, relinks: dict[int, int], now: datetime) -> None:
     if not relinks:
         return
     if conn.dialect.name == "postgresql":
-        # One statement for the whole batch, two array parameters whatever its size.
+        # One statement for the whole batch, two array parameters whatever its size; the
+        # demoted roots by primary key, their secondaries by the linked_id index.
         conn.execute(
             text(
-                "UPDATE contact AS c SET linked_id = m.w, link_precedence = 'secondary',"
-                " updated_at = :now"
-                " FROM unnest(CAST(:losers AS integer[]), CAST(:winners AS integer[])) AS m(r, w)"
-                " WHERE c.deleted_at IS NULL AND (c.id = m.r OR c.linked_id = m.r)"
+                "WITH m AS (SELECT * FROM unnest(CAST(:losers AS integer[]),"
+                " CAST(:winners AS integer[])) AS m(r, w)),"
+                " t AS (SELECT m.r AS id, m.w FROM m"
+                " UNION ALL SELECT x.id, m.w FROM m JOIN contact AS x"
+                " ON x.linked_id = m.r AND x.deleted_at IS NULL)"
+                " UPDATE contact AS c SET linked_id = t.w, link_precedence = 'secondary',"
+                " updated_at = :now FROM t WHERE c.id = t.id AND c.deleted_at IS NULL"
             ),
             {"losers": list(relinks), "winners": list(relinks.values()), "now": now},
         )
@@ -168,7 +200,7 @@ def apply_events(conn: Connection, events: Sequence[Event]) -> BatchResult:
     if not first:
         return BatchResult(0, 0, 0, 0)
     keys = {k for e in first.values() for k in identifier_keys(e.identifiers)}
-    lock_keys(conn, keys)
+    _lock_identifiers(conn, keys)
     now = utcnow()
     fresh_ids = _record_in_ledger(conn, list(first), now)
     conn.execute(delete(inbox).where(inbox.c.event_id.in_(list(first))))
