@@ -96,7 +96,10 @@ def create_db_engine(settings: Settings, **overrides: Any) -> Engine:
         "pool_size": settings.db_pool_size,
         "max_overflow": settings.db_max_overflow,
         "pool_timeout": settings.db_pool_timeout_s,
-        "pool_pre_ping": True,
+        # No ping at checkout (it is one round trip per request): a connection found
+        # dead on first use is retried once on a fresh one (run_in_transaction and
+        # run_read_only), and SQLAlchemy then recycles the rest of the pool.
+        "pool_pre_ping": False,
         "pool_recycle": 1800,
         "hide_parameters": True,  # identifiers are personal data: never in errors or logs
         "connect_args": {
@@ -168,6 +171,7 @@ def run_in_transaction(
     :class:`Unavailable`; anything else propagates unchanged.
     """
     for attempt in range(1, attempts + 1):
+        committing = False
         try:
             with engine.begin() as conn:
                 pending = observe.begin()
@@ -175,9 +179,16 @@ def run_in_transaction(
                     result = work(conn)
                 finally:
                     signals = observe.take(pending)
+                committing = True
             observe.flush(signals)  # committed: what it recorded really happened
             return result
         except exc.DBAPIError as error:
+            if error.connection_invalidated and not committing and attempt < attempts:
+                # The connection died before COMMIT was sent: nothing was committed, and
+                # the pool now hands out fresh connections. (A failure *during* COMMIT
+                # has an unknown outcome and is not retried here.)
+                observe.emit(observe.RETRY, reason="disconnect")
+                continue
             if is_retryable(error) and attempt < attempts:
                 delay = min(max_delay_s, base_delay_s * 2**attempt)
                 time.sleep(random.uniform(0, delay))
@@ -210,6 +221,22 @@ def run_in_transaction(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _read_autocommit(engine: Engine, work: Callable[[Connection], T]) -> T:
+    with engine.connect() as conn:
+        if engine.dialect.name != "postgresql":
+            return work(conn)
+        # psycopg2's own autocommit flag, set and restored on the client only. (The
+        # isolation_level="AUTOCOMMIT" execution option would cost a round trip more:
+        # SQLAlchemy resets it with SET default_transaction_isolation at check-in.)
+        dbapi_connection: Any = conn.connection.dbapi_connection
+        dbapi_connection.autocommit = True
+        try:
+            return work(conn)
+        finally:
+            if not dbapi_connection.closed:
+                dbapi_connection.autocommit = False
+
+
 def run_read_only(engine: Engine, work: Callable[[Connection], T]) -> T:
     """Run ``work`` on an autocommit connection: no BEGIN, no COMMIT, no locks held.
 
@@ -218,19 +245,12 @@ def run_read_only(engine: Engine, work: Callable[[Connection], T]) -> T:
     is then one round trip. Errors map as in :func:`run_in_transaction`.
     """
     try:
-        with engine.connect() as conn:
-            if engine.dialect.name != "postgresql":
-                return work(conn)
-            # psycopg2's own autocommit flag, set and restored on the client only. (The
-            # isolation_level="AUTOCOMMIT" execution option would cost a round trip more:
-            # SQLAlchemy resets it with SET default_transaction_isolation at check-in.)
-            dbapi_connection: Any = conn.connection.dbapi_connection
-            dbapi_connection.autocommit = True
-            try:
-                return work(conn)
-            finally:
-                if not dbapi_connection.closed:
-                    dbapi_connection.autocommit = False
+        try:
+            return _read_autocommit(engine, work)
+        except exc.DBAPIError as error:
+            if not error.connection_invalidated:
+                raise
+            return _read_autocommit(engine, work)  # a read: once more on a fresh connection
     except exc.DBAPIError as error:
         if is_retryable(error) or is_unavailable(error):
             raise Unavailable(

@@ -25,7 +25,8 @@ Observer = Callable[[str, Mapping[str, Any]], None]
 
 #: Signal names, stable: dashboards and alerts are built on them.
 MERGE = "merge"  # fields: demoted (int, clusters folded into an older one)
-RETRY = "retry"  # fields: reason (deadlock | serialization | lock_timeout | busy | conflict)
+RETRY = "retry"  # fields: reason (deadlock | serialization | lock_timeout | busy | conflict
+#   | disconnect)
 
 _observers: list[Observer] = []
 _pending: ContextVar[list[tuple[str, dict[str, Any]]] | None] = ContextVar(
