@@ -2,11 +2,11 @@
 
 The scripts are generated from the statements of ``identity.pg_identify`` (so the
 ceiling follows the service when its SQL changes), one script per request kind of the
-mix, weighted like the wrk mix. Each transaction sends what the service sends for that
-rule: BEGIN; the lock-free read, which is all a repeat lookup (rule 4) needs; else the
-advisory locks and the root lookup ``FOR UPDATE`` in one message, the
-held-flags-and-answer query, the write (with the fresh answer) when the rule writes;
-COMMIT. Only the pool's pre-ping is left out: it is client overhead, not work.
+mix, weighted like the wrk mix. Each sends what the service sends for that rule: the
+lock-free read in autocommit, which is all a repeat lookup (rule 4) needs; else BEGIN,
+the advisory locks and the root lookup ``FOR UPDATE`` in one message, the
+held-flags-and-answer query, the write (with the fresh answer) when the rule writes,
+COMMIT.
 """
 
 from __future__ import annotations
@@ -66,10 +66,10 @@ def script(kind: str) -> str:
     }[kind]
     keys = [k for k, v in (("'e:' || " + e, e), ("'p:' || " + p, p)) if v != "NULL"]
     answer = _fill(pg_identify._ANSWER, e=e, p=p, w=":w", roots="ARRAY[:w, :l]")
-    lines += ["BEGIN;", _fill(pg_identify._PEEK, e=e, p=p) + ";"]
+    lines.append(_fill(pg_identify._PEEK, e=e, p=p) + ";")  # autocommit: no BEGIN
     if kind in ("lookup_email", "lookup_phone", "lookup_both", "hot"):
-        return "\n".join([*lines, "END;"]) + "\n"  # rule 4: the lock-free read is all
-    lines += [_lock(*keys) + " \\;", _roots(e, p)]
+        return "\n".join(lines) + "\n"  # rule 4: the lock-free read is all
+    lines += ["BEGIN;", _lock(*keys) + " \\;", _roots(e, p)]
     if kind == "person":
         insert = _fill(
             pg_identify._INSERT,
