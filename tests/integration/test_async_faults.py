@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import signal
 import subprocess
 import sys
 import urllib.error
@@ -41,6 +43,7 @@ from tests.support.async_stack import (
 from tests.support.db import ROOT, reset_contacts
 from tests.support.invariants import assert_consistent, check_invariants
 from worker.app import create_celery
+from worker.publisher import Publisher
 
 pytestmark = pytest.mark.slow
 
@@ -150,6 +153,52 @@ def test_worker_sigkilled_mid_batch_loses_nothing_and_doubles_nothing(
     assert contact_pairs(pg) == expected
     with pg.connect() as conn:
         assert_consistent(conn, [(holder.email, holder.phone), *pairs_of(events)])
+
+
+def pool_children(pid: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def test_pool_child_killed_mid_batch_is_redelivered_by_reject_on_worker_lost(
+    stack: AsyncStack, pg: Engine, queued_settings: Settings
+) -> None:
+    """Published straight to Redis (no inbox, so no re-drive): only the broker redelivers."""
+    holder = Identifiers("held@mail.test", "810000")
+    run_in_transaction(pg, lambda conn: services.identify(conn, identifiers=holder))
+    events = [{"eventId": "lost-held", "email": "held@mail.test", "phoneNumber": "810001"}]
+    events += some_events("lost", 200)
+    worker = stack.procs["worker0"].process
+    [child] = wait_until(lambda: pool_children(worker.pid), timeout_s=30, what="the pool child")
+    with pg.connect() as blocker:
+        blocker.execute(text("SELECT id FROM contact WHERE email = 'held@mail.test' FOR UPDATE"))
+        with Publisher(queued_settings) as publisher:
+            publisher.publish(events)
+        wait_until(
+            lambda: scalar(
+                pg,
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE%'",
+            ),
+            timeout_s=30,
+            what="the worker to wait on the held root inside its batch",
+        )
+        os.kill(child, signal.SIGKILL)
+        blocker.rollback()
+    wait_applied(pg, {str(e["eventId"]) for e in events}, stack)
+    assert worker.poll() is None  # the main process stayed up and replaced its child
+    with pg.connect() as conn:
+        assert_consistent(conn, [(holder.email, holder.phone), *pairs_of(events)])
+        assert conn.execute(text("SELECT count(*) FROM processed_event")).scalar_one() == len(
+            events
+        )
 
 
 def test_redis_restarted_between_accept_and_apply_loses_nothing(
