@@ -19,6 +19,8 @@ timeout = 30
 graceful_timeout = 10
 keepalive = 5
 accesslog = None
+# gunicorn 27 opens a control socket shared by every instance of the user; not needed.
+control_socket_disable = True
 
 # --- Logs: gunicorn's own lines in the app's format (JSON by default, PII redacted).
 logconfig_dict = {

@@ -6,6 +6,7 @@ Pure functions: no I/O, no configuration beyond the arguments.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 import phonenumbers
@@ -41,7 +42,8 @@ def normalize_email(value: object) -> str | None:
         return None
     if not isinstance(value, str):
         raise InvalidInput("email must be a string or null", field="email")
-    email = value.strip().lower()
+    # NFC first: a composed and a decomposed spelling of one address are one key.
+    email = unicodedata.normalize("NFC", value.strip()).lower()
     if not email:
         return None
     if len(email) > MAX_EMAIL_LENGTH:

@@ -201,3 +201,10 @@ def test_an_invalid_field_is_reported_even_when_the_other_is_fine() -> None:
     with pytest.raises(InvalidInput) as caught:
         normalize_identifiers("nope", "123456")
     assert caught.value.field == "email"
+
+
+def test_email_composed_and_decomposed_spellings_are_one_key() -> None:
+    # "é" as one code point and as "e" + combining acute accent (NFC vs NFD).
+    composed = normalize_email("jos\u00e9@example.com")
+    decomposed = normalize_email("JOSE\u0301@example.com")
+    assert composed == decomposed == "jos\u00e9@example.com"
