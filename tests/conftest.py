@@ -14,7 +14,9 @@ from sqlalchemy.engine import Engine
 from api import create_app
 from identity.db import create_db_engine
 from identity.settings import Secret, Settings
+from tests.support.async_stack import RedisServer
 from tests.support.db import create_pg_database, drop_pg_database, migrate, reset_contacts
+from tests.support.processes import PrivatePostgres, start_private_postgres
 
 BACKENDS = ("postgresql", "sqlite")
 
@@ -71,3 +73,20 @@ def app(settings: Settings, engine: Engine) -> Iterator[Flask]:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture
+def private_pg() -> Iterator[PrivatePostgres]:
+    """A private, migrated PostgreSQL instance that a test may stop and start."""
+    pg = start_private_postgres()
+    yield pg
+    pg.destroy()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private redis-server (no persistence) that a test may stop and start."""
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()

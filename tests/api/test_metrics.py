@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -149,14 +148,6 @@ def test_a_scrape_survives_an_unreachable_database(unreachable_app: Flask) -> No
     text = scrape(unreachable_app.test_client())
     assert value(text, "identity_metrics_source_up", source="database") == 0
     assert "identity_http_requests_total" in text
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 @ON_POSTGRES

@@ -18,7 +18,11 @@ from sqlalchemy.engine import Engine
 
 from tests.support.async_stack import AsyncStack, RedisServer
 from tests.support.invariants import assert_consistent
-from tests.support.processes import PrivatePostgres, Server, start_private_postgres, wait_until
+from tests.support.processes import (
+    PrivatePostgres,
+    Server,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 PARTITIONS = 2
@@ -57,21 +61,6 @@ def wait_applied(engine: Engine, ids: set[str], stack: AsyncStack, timeout_s: fl
         wait_until(done, timeout_s, "every accepted event applied", interval_s=0.25)
     except TimeoutError:
         raise AssertionError(f"accepted events were not applied\n{stack.logs()}") from None
-
-
-@pytest.fixture
-def private_pg() -> Iterator[PrivatePostgres]:
-    pg = start_private_postgres()
-    yield pg
-    pg.destroy()
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import json
 import random
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -21,7 +20,11 @@ from sqlalchemy import create_engine
 
 from tests.support.db import reset_contacts
 from tests.support.invariants import Pair, assert_consistent, db_clusters
-from tests.support.processes import PrivatePostgres, Server, start_private_postgres, wait_until
+from tests.support.processes import (
+    PrivatePostgres,
+    Server,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -103,13 +106,6 @@ def metric(server: Server, name: str, **labels: str) -> float:
             if all(f'{k}="{v}"' in label_part for k, v in labels.items()) or not want:
                 total += float(line.rsplit(" ", 1)[1])
     return total
-
-
-@pytest.fixture
-def private_pg() -> Iterator[PrivatePostgres]:
-    pg = start_private_postgres()
-    yield pg
-    pg.destroy()
 
 
 def test_postgres_restart_answers_503_then_recovers_by_itself(private_pg: PrivatePostgres) -> None:
