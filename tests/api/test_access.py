@@ -184,3 +184,14 @@ def test_server_binds_loopback_unless_configured(tmp_path: Path) -> None:
     assert _gunicorn_setting("bind", {"BIND_HOST": "0.0.0.0", "PORT": "9000"}, tmp_path) == (
         "0.0.0.0:9000"
     )
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_the_event_endpoints_need_a_key_too(keyed: FlaskClient) -> None:
+    event = [{"eventId": "k-1", "email": "doc@hillvalley.edu"}]
+    assert_401(keyed.post("/events", json=event), None)
+    assert_401(keyed.get("/queues"), None)
+    assert_401(keyed.get("/dead-letters"), None)  # payloads are personal data
+    auth = {"Authorization": "Bearer first-key-0123456789"}
+    assert keyed.post("/events", json=event, headers=auth).status_code == 202
+    assert keyed.get("/dead-letters", headers=auth).status_code == 200
