@@ -98,5 +98,5 @@ def healthz() -> ResponseReturnValue:
         with _engine().connect() as conn:
             conn.execute(text("SELECT 1"))
     except Exception as error:  # any failure to reach the database is "unhealthy"
-        raise Unavailable("database unreachable") from error
+        raise Unavailable("database unreachable", reason="unreachable") from error
     return jsonify({"status": "ok", "database": _engine().dialect.name})
