@@ -85,7 +85,7 @@ def queue_depths(settings: Settings) -> list[dict[str, object]]:
                     depth = 0
                 queues.append({"partition": partition, "queue": name, "depth": depth})
     except (OSError, BrokerError, RedisError) as error:
-        raise Unavailable("Redis is unreachable") from error
+        raise Unavailable("Redis is unreachable", reason="broker") from error
     return queues
 
 

@@ -183,6 +183,10 @@ def test_redis_restart_leaves_identify_alone_and_the_event_path_recovers(
         assert events_status == 202  # durably accepted in PostgreSQL; published later
         assert queues_status == 503 and json.loads(queues_body)["error"]
         assert 'identity_metrics_source_up{source="broker"} 0.0' in metrics.decode()
+        assert (
+            'identity_unavailable_responses_total{reason="broker",route="/queues"} 1.0'
+            in server.request("GET", "/metrics")[2].decode()
+        )
         wait_until(lambda: server.request("GET", "/queues")[0] == 200, 30, "/queues back")
         wait_applied(engine, {str(e["eventId"]) for e in before + during}, stack)
         with engine.connect() as conn:
