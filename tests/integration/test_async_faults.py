@@ -37,6 +37,7 @@ from tests.support.async_stack import (
     RedisServer,
     free_port,
     running_redis,
+    running_stack,
     wait_applied,
     wait_until,
 )
@@ -58,13 +59,9 @@ def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
 def stack(
     pg_url: str, redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[AsyncStack]:
-    stack = AsyncStack(pg_url, redis, 1, Path(tmp_path_factory.mktemp("stack")))
-    try:
-        stack.start_workers()
-        stack.start_relay()
+    workdir = Path(tmp_path_factory.mktemp("stack"))
+    with running_stack(pg_url, redis, 1, workdir) as stack:
         yield stack
-    finally:
-        stack.close()
 
 
 @pytest.fixture
@@ -90,6 +87,19 @@ def client(queued_settings: Settings, pg: Engine) -> Iterator[object]:
 def scalar(engine: Engine, sql: str, **params: object) -> object:
     with engine.connect() as conn:
         return conn.execute(text(sql), params).scalar_one()
+
+
+def wait_for_worker_blocked_on_root(pg: Engine) -> None:
+    """Until a worker's batch waits on a root row lock (held by the test) mid-transaction."""
+    wait_until(
+        lambda: scalar(
+            pg,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE%'",
+        ),
+        timeout_s=30,
+        what="the worker to wait on the held root inside its batch",
+    )
 
 
 def pairs_of(events: list[dict[str, object]]) -> list[tuple[str | None, str | None]]:
@@ -124,15 +134,7 @@ def test_worker_sigkilled_mid_batch_loses_nothing_and_doubles_nothing(
         blocker.execute(text("SELECT id FROM contact WHERE email = 'hold@mail.test' FOR UPDATE"))
         response = client.post("/events", json=events)  # type: ignore[attr-defined]
         assert response.status_code == 202
-        wait_until(
-            lambda: scalar(
-                pg,
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE%'",
-            ),
-            timeout_s=30,
-            what="the worker to wait on the held root inside its batch",
-        )
+        wait_for_worker_blocked_on_root(pg)
         stack.kill("worker0")  # SIGKILL, the worker and its pool process
         blocker.rollback()
     assert scalar(pg, "SELECT count(*) FROM processed_event") == 0  # the batch never committed
@@ -181,15 +183,7 @@ def test_pool_child_killed_mid_batch_is_redelivered_by_reject_on_worker_lost(
         blocker.execute(text("SELECT id FROM contact WHERE email = 'held@mail.test' FOR UPDATE"))
         with Publisher(queued_settings) as publisher:
             publisher.publish(events)
-        wait_until(
-            lambda: scalar(
-                pg,
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE%'",
-            ),
-            timeout_s=30,
-            what="the worker to wait on the held root inside its batch",
-        )
+        wait_for_worker_blocked_on_root(pg)
         os.kill(child, signal.SIGKILL)
         blocker.rollback()
     wait_applied(pg, {str(e["eventId"]) for e in events}, stack)

@@ -26,6 +26,7 @@ from tests.support.async_stack import (
     RedisServer,
     http_json,
     running_redis,
+    running_stack,
     serve,
     wait_applied,
 )
@@ -47,13 +48,9 @@ def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
 def stack(
     pg_url: str, redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[AsyncStack]:
-    stack = AsyncStack(pg_url, redis, PARTITIONS, Path(tmp_path_factory.mktemp("stack")))
-    try:
-        stack.start_workers()
-        stack.start_relay()
+    workdir = Path(tmp_path_factory.mktemp("stack"))
+    with running_stack(pg_url, redis, PARTITIONS, workdir) as stack:
         yield stack
-    finally:
-        stack.close()
 
 
 @pytest.fixture

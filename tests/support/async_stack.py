@@ -216,6 +216,20 @@ class AsyncStack:
 
 
 @contextmanager
+def running_stack(
+    database_url: str, redis: RedisServer, partitions: int, workdir: Path
+) -> Iterator[AsyncStack]:
+    """One worker per partition and the relay, all killed on the way out."""
+    stack = AsyncStack(database_url, redis, partitions, workdir)
+    try:
+        stack.start_workers()
+        stack.start_relay()
+        yield stack
+    finally:
+        stack.close()
+
+
+@contextmanager
 def running_redis(workdir: Path) -> Iterator[RedisServer]:
     server = RedisServer(workdir)
     server.start()
