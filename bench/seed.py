@@ -36,6 +36,15 @@ GROWTH_CLUSTERS = {"one": 1, "hundred": 100, "tenk": 10_000, "mergea": 10_000, "
 HOT_PEOPLE = 10  # persons 0..9 are the hot keys of the load mix
 
 
+def schema_head() -> str:
+    """The newest Alembic revision: a template built on an older schema is rebuilt."""
+    from alembic.script import ScriptDirectory
+
+    from tests.support.db import alembic_config
+
+    return str(ScriptDirectory.from_config(alembic_config("")).get_current_head())
+
+
 def person_email(p: int, i: int = 0) -> str:
     return f"u{p}@seed.test" if i == 0 else f"u{p}.{i}@seed.test"
 
@@ -93,7 +102,10 @@ class SeedPlan:
 
     @property
     def tag(self) -> str:
-        return f"bench-seed v{SEED_VERSION} contacts={self.contacts} growth={int(self.growth)}"
+        return (
+            f"bench-seed v{SEED_VERSION} contacts={self.contacts} growth={int(self.growth)}"
+            f" schema={schema_head()}"
+        )
 
 
 def generate(plan: SeedPlan) -> Iterator[tuple[int, str, str, int | None]]:
