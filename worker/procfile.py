@@ -1,7 +1,7 @@
 """The Procfile of the queued set-up: ``python -m worker.procfile [--describe]``.
 
-One line per process: the API, the relay, one worker per partition
-(IDENTITY_PARTITIONS), Flower. ``bin/run`` writes it and runs it with honcho;
+One line per process: the API, the relay, the Redis Stream bridge, one worker per
+partition (IDENTITY_PARTITIONS), Flower. ``bin/run`` writes it and runs it with honcho;
 ``--describe`` prints where each process listens instead.
 """
 
@@ -19,6 +19,7 @@ def procfile(settings: Settings, python: str = sys.executable) -> str:
     lines = [
         f"api: {py} -m gunicorn -c gunicorn.conf.py 'api:create_app()'",
         f"relay: {py} -m worker.relay",
+        f"bridge: {py} -m worker.stream_bridge",
         *(f"worker{p}: {py} -m worker.partition {p}" for p in range(settings.identity_partitions)),
         f"flower: {py} -m celery -A worker flower --conf=flowerconfig.py",
     ]
@@ -36,6 +37,7 @@ def describe(settings: Settings) -> str:
             " GET /queues, GET /dead-letters, GET /healthz)",
             f"run: relay   event_inbox -> {redis} (re-drive after"
             f" {settings.events_redrive_after_s}s)",
+            "run: bridge  XADD identity:events * event '<json>' -> event_inbox",
             f"run: workers one per partition, concurrency 1: {queues}",
             f"run: Flower  http://{host}:{settings.flower_port}  (basic auth, user {user!r})",
         ]

@@ -5,13 +5,16 @@ while /identify traffic runs on the same database.
 
 from __future__ import annotations
 
+import json
 import random
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import redis as redis_client
 from flask import Flask
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
@@ -29,6 +32,7 @@ from tests.support.async_stack import (
     running_stack,
     serve,
     wait_applied,
+    wait_until,
 )
 from tests.support.db import reset_contacts
 from tests.support.invariants import Pair, assert_consistent
@@ -195,3 +199,38 @@ def test_queue_depths_and_dead_letters_are_visible(
     assert all(isinstance(q["depth"], int) and q["depth"] >= 0 for q in body["queues"])
     assert body["deadLetters"] == 0
     assert client.get("/dead-letters").get_json() == {"total": 0, "deadLetters": []}
+
+
+def test_stream_bridge_takes_events_from_any_redis_client(
+    stack: AsyncStack, pg: Engine, redis: RedisServer
+) -> None:
+    """A non-Python producer: plain XADD commands, no kombu, no Celery message format."""
+    client = redis_client.Redis.from_url(redis.url)
+    bridge = stack.spawn("bridge", [sys.executable, "-m", "worker.stream_bridge"])
+    try:
+        one = {"eventId": "s-1", "email": "stream@mail.test", "phoneNumber": "420001"}
+        many = [{"eventId": f"s-{i}", "email": "stream@mail.test", "phoneNumber": f"42{i:04d}"}
+                for i in range(2, 40)]  # fmt: skip
+        client.execute_command("XADD", "identity:events", "*", "event", json.dumps(one))
+        client.execute_command("XADD", "identity:events", "*", "events", json.dumps(many))
+        bad = {"eventId": "s-bad", "email": "no-at-sign"}
+        client.execute_command("XADD", "identity:events", "*", "event", json.dumps(bad))
+        client.execute_command("XADD", "identity:events", "*", "event", "{not json")
+        wait_applied(pg, {"s-1", *(str(e["eventId"]) for e in many)}, stack)
+        with pg.connect() as conn:
+            dead = dict(conn.execute(text("SELECT event_id, error FROM dead_letter")).all())
+            phones = conn.execute(
+                text(
+                    "SELECT phone_number FROM contact WHERE email = 'stream@mail.test' ORDER BY id"
+                )
+            ).scalars()
+            assert list(phones) == ["420001", *(str(e["phoneNumber"]) for e in many)]
+        assert dead["s-bad"].startswith("invalid event: email")
+        assert [e for e in dead if e.startswith("stream-")], dead  # the entry that is not JSON
+        wait_until(
+            lambda: client.xlen("identity:events") == 0, timeout_s=10, what="entries deleted"
+        )
+        assert bridge.process.poll() is None
+    finally:
+        stack.kill("bridge")
+        client.close()

@@ -17,7 +17,7 @@ from worker.partition import worker_argv
 from worker.procfile import procfile
 
 ROOT = Path(__file__).resolve().parents[2]
-APP_SERVICES = {"migrate", "api", "relay", "flower"}
+APP_SERVICES = {"migrate", "api", "relay", "bridge", "flower"}
 
 
 @pytest.fixture(scope="module")
