@@ -12,8 +12,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Table, bindparam, delete, func, insert, or_, select, text, update
+from sqlalchemy import (
+    Table,
+    any_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 
 from identity.batch import NewRef, Ref, plan_batch
@@ -102,6 +115,13 @@ def _lock_identifiers(conn: Connection, keys: set[str]) -> None:
     )
 
 
+def _one_of(conn: Connection, column: Any, values: Sequence[Any]) -> Any:
+    """``column IN values``; on PostgreSQL ``= ANY(array)``: one parameter, one cached plan."""
+    if conn.dialect.name == "postgresql":
+        return column == any_(literal(list(values), ARRAY(column.type)))
+    return column.in_(list(values))
+
+
 def _row(r: Any) -> Row:
     return Row(
         id=r.id, email=r.email, phone=r.phone_number, linked_id=r.linked_id, created_at=r.created_at
@@ -119,16 +139,19 @@ def _lock_batch_roots(
     columns = (c.id, c.email, c.phone_number, c.linked_id, c.created_at)
     matches = []
     if emails:
-        matches.append(c.email.in_(emails))
+        matches.append(_one_of(conn, c.email, emails))
     if phones:
-        matches.append(c.phone_number.in_(phones))
+        matches.append(_one_of(conn, c.phone_number, phones))
     for _ in range(MAX_ROOT_CHASES):
         rows = [_row(r) for r in conn.execute(select(*columns).where(_LIVE, or_(*matches)))]
         root_ids = sorted({r.linked_id if r.linked_id is not None else r.id for r in rows})
         if not root_ids:
             return [], []
         roots = conn.execute(
-            select(*columns).where(_LIVE, c.id.in_(root_ids)).order_by(c.id).with_for_update()
+            select(*columns)
+            .where(_LIVE, _one_of(conn, c.id, root_ids))
+            .order_by(c.id)
+            .with_for_update()
         ).all()
         if len(roots) == len(root_ids) and all(r.linked_id is None for r in roots):
             return rows, [_row(r) for r in roots]
@@ -203,7 +226,7 @@ def apply_events(conn: Connection, events: Sequence[Event]) -> BatchResult:
     _lock_identifiers(conn, keys)
     now = utcnow()
     fresh_ids = _record_in_ledger(conn, list(first), now)
-    conn.execute(delete(inbox).where(inbox.c.event_id.in_(list(first))))
+    conn.execute(delete(inbox).where(_one_of(conn, inbox.c.event_id, list(first))))
     fresh = [e.identifiers for e in first.values() if e.event_id in fresh_ids]
     duplicates = len(events) - len(fresh)
     if not fresh:
@@ -303,7 +326,9 @@ def claim_stale(conn: Connection, *, older_than_s: float, limit: int) -> list[In
 
 def mark_published(conn: Connection, seqs: Sequence[int]) -> None:
     if seqs:
-        conn.execute(update(inbox).where(inbox.c.seq.in_(list(seqs))).values(published_at=utcnow()))
+        conn.execute(
+            update(inbox).where(_one_of(conn, inbox.c.seq, seqs)).values(published_at=utcnow())
+        )
 
 
 def inbox_pending(conn: Connection) -> int:
