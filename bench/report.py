@@ -26,14 +26,15 @@ def sync_table(label: str, sync: dict[str, Any]) -> list[str]:
         f"### /identify at {label} contacts",
         "",
         "| clients | req/s | p50 ms | p99 ms | errors | 503 | pgbench ceiling tps"
-        " | ours / ceiling |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        " | ours / ceiling | CPU ms/request: server | PostgreSQL |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c, row in sync.items():
         lines.append(
             f"| {c} | {fmt(row['rps'])} | {fmt(row['p50_ms'], 1)} | {fmt(row['p99_ms'], 1)}"
             f" | {row['errors']} | {row['s503']} | {fmt(row['ceiling_tps'])}"
-            f" | {pct(row['ratio'])} |"
+            f" | {pct(row['ratio'])} | {fmt(row['server_cpu_ms'], 2)}"
+            f" | {fmt(row['pg_cpu_ms'], 2)} |"
         )
     return [*lines, ""]
 

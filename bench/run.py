@@ -114,9 +114,14 @@ def bench_sync(
             url = seed.fresh_copy(plan)
             with sync.served(url) as server:
                 sync.run_wrk(server, clients=c, seconds=WARMUP_S, people=people, nonce=nonce + "1")
+                before = sync.cpu_seconds(server.process.pid, plan.database)
                 ours.append(
                     sync.run_wrk(server, clients=c, seconds=seconds, people=people, nonce=nonce)
                 )
+                after = sync.cpu_seconds(server.process.pid, plan.database)
+            n = int(ours[-1]["requests"])
+            ours[-1]["server_cpu_ms"] = (after["server"] - before["server"]) * 1000 / n
+            ours[-1]["pg_cpu_ms"] = (after["postgres"] - before["postgres"]) * 1000 / n
             seed.fresh_copy(plan)
             theirs.append(
                 ceiling.run_pgbench(
@@ -137,6 +142,8 @@ def bench_sync(
             "requests": sum(int(x["requests"]) for x in ours),
             "ceiling_tps": spread([x["tps"] for x in theirs]),
             "ceiling_failed": sum(int(x["failed"]) for x in theirs),
+            "server_cpu_ms": spread([float(x["server_cpu_ms"]) for x in ours]),
+            "pg_cpu_ms": spread([float(x["pg_cpu_ms"]) for x in ours]),
             "ratio": spread(
                 [float(o["rps"]) / t["tps"] for o, t in zip(ours, theirs, strict=True)]
             ),

@@ -72,3 +72,27 @@ def run_wrk(
         + int(summary["timeouts"])  # type: ignore[call-overload]
     )
     return summary
+
+
+def _proc_cpu_seconds(pid: str) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(server_pid: int | None, database: str) -> dict[str, float]:
+    """CPU seconds used so far by the server's processes and by ``database``'s backends."""
+    server = backends = 0.0
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            parent = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+        except OSError:
+            continue
+        if server_pid is not None and str(server_pid) in (pid, parent):
+            server += _proc_cpu_seconds(pid)
+        elif cmdline.startswith("postgres:") and f" {database} " in cmdline:
+            backends += _proc_cpu_seconds(pid)
+    return {"server": server, "postgres": backends}
