@@ -15,7 +15,7 @@ from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 
 from identity import services
-from identity.db import create_db_engine, run_in_transaction
+from identity.db import create_db_engine, run_in_transaction, run_read_only
 from identity.models import Contact
 from identity.normalize import Identifiers
 from identity.reconcile import ClusterView
@@ -95,3 +95,21 @@ def test_round_trips_per_rule_do_not_grow_with_the_cluster(pg_engine: Engine, si
         assert counts.pings <= 1, (rule, counts)
     with pg_engine.connect() as conn:
         assert check_invariants(conn) == []
+
+
+@pytest.mark.parametrize("size", [1, SIZE])
+def test_repeat_lookup_as_the_route_runs_it_is_one_message(pg_engine: Engine, size: int) -> None:
+    seed_cluster(pg_engine, "a", size, start=0)
+    for identifiers in (Identifiers("a@x.io", None), Identifiers("a@x.io", "1000000000")):
+        with count_round_trips(pg_engine) as counts:
+            view = run_read_only(
+                pg_engine, lambda conn, i=identifiers: services.peek(conn, identifiers=i)
+            )
+        assert view is not None and len(view.secondary_ids) == size - 1
+        assert (counts.statements, counts.commits, counts.pings) == (1, 0, 0), counts
+    # A request that may write is not answered by the read: the transaction takes over.
+    with count_round_trips(pg_engine) as counts:
+        view = run_read_only(
+            pg_engine, lambda conn: services.peek(conn, identifiers=Identifiers("a@x.io", "777"))
+        )
+    assert view is None and counts.statements == 1

@@ -18,12 +18,21 @@ from sqlalchemy.engine import Engine
 @dataclass
 class RoundTrips:
     statements: int = 0  # cursor executions
-    commits: int = 0  # COMMIT and ROLLBACK
+    commits: int = 0  # COMMIT and ROLLBACK that reach the server
     pings: int = 0  # pool_pre_ping checks at checkout
 
     @property
     def total(self) -> int:
         return self.statements + self.commits + self.pings
+
+
+def _in_transaction(conn: Any) -> bool:
+    dbapi_connection = conn.connection.dbapi_connection
+    info = getattr(dbapi_connection, "info", None)
+    status = getattr(info, "transaction_status", None)  # psycopg2: 0 is idle
+    if status is not None:
+        return bool(status != 0)
+    return bool(getattr(dbapi_connection, "in_transaction", True))  # sqlite3
 
 
 @contextmanager
@@ -34,8 +43,9 @@ def count_round_trips(engine: Engine) -> Iterator[RoundTrips]:
     def on_execute(*_: Any) -> None:
         counts.statements += 1
 
-    def on_commit(*_: Any) -> None:
-        counts.commits += 1
+    def on_commit(conn: Any) -> None:
+        if _in_transaction(conn):  # psycopg2 sends nothing when no transaction is open
+            counts.commits += 1
 
     def on_checkout(*_: Any) -> None:
         if pre_ping:
