@@ -142,11 +142,16 @@ def _lock_batch_roots(
         matches.append(_one_of(conn, c.email, emails))
     if phones:
         matches.append(_one_of(conn, c.phone_number, phones))
+    # On PostgreSQL the root locks are taken in a savepoint, rolled back when a root is
+    # stale, so a chase never holds row locks that the merge it chases waits for
+    # (see pg_identify.lock_and_find_roots). SQLite serializes writers: no chase.
+    savepoints = conn.dialect.name == "postgresql"
     for _ in range(MAX_ROOT_CHASES):
         rows = [_row(r) for r in conn.execute(select(*columns).where(_LIVE, or_(*matches)))]
         root_ids = sorted({r.linked_id if r.linked_id is not None else r.id for r in rows})
         if not root_ids:
             return [], []
+        savepoint = conn.begin_nested() if savepoints else None
         roots = conn.execute(
             select(*columns)
             .where(_LIVE, _one_of(conn, c.id, root_ids))
@@ -154,7 +159,11 @@ def _lock_batch_roots(
             .with_for_update()
         ).all()
         if len(roots) == len(root_ids) and all(r.linked_id is None for r in roots):
+            if savepoint is not None:
+                savepoint.commit()  # RELEASE: the row locks pass to the transaction
             return rows, [_row(r) for r in roots]
+        if savepoint is not None:
+            savepoint.rollback()
     raise TransientConflict("cluster roots kept moving under concurrent merges")
 
 

@@ -122,7 +122,12 @@ def lock_and_find_roots(conn: Connection, identifiers: Identifiers) -> list[Row]
     keys = sorted({advisory_key(k) for k in identifier_keys(identifiers)})
     params: dict[str, Any] = {"e": identifiers.email, "p": identifiers.phone}
     params.update({f"k{i}": key for i, key in enumerate(keys)})
-    sql = _LOCK_SQL[len(keys)] + _ROOTS
+    # The root locks are taken inside a savepoint: when a root turns out stale, rolling
+    # back to it gives those row locks back before we look again, so a chase never
+    # holds a lock that the merge we are chasing (or its successor) waits for. Holding
+    # them deadlocked, and each deadlock costs PostgreSQL's deadlock_timeout (1 s).
+    # The identifier locks, taken before the savepoint, stay held.
+    sql = _LOCK_SQL[len(keys)] + "SAVEPOINT roots;" + _ROOTS
     for _ in range(MAX_ROOT_CHASES):
         rows = conn.exec_driver_sql(sql, params).all()
         if all(r.linked_id is None for r in rows):
@@ -130,7 +135,7 @@ def lock_and_find_roots(conn: Connection, identifiers: Identifiers) -> list[Row]
                 Row(id=r.id, email=r.email, phone=r.phone_number, linked_id=None, created_at=r[4])
                 for r in rows
             ]
-        sql = _ROOTS  # the identifier locks are held from the first message on
+        sql = "ROLLBACK TO SAVEPOINT roots;" + _ROOTS
     raise TransientConflict("cluster roots kept moving under concurrent merges")
 
 
