@@ -26,15 +26,15 @@ def sync_table(label: str, sync: dict[str, Any]) -> list[str]:
         f"### /identify at {label} contacts",
         "",
         "| clients | req/s | p50 ms | p99 ms | errors | 503 | pgbench ceiling tps"
-        " | ours / ceiling | CPU ms/request: server | PostgreSQL |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        " | ours / ceiling | CPU ms/request: server | PostgreSQL | load |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c, row in sync.items():
         lines.append(
             f"| {c} | {fmt(row['rps'])} | {fmt(row['p50_ms'], 1)} | {fmt(row['p99_ms'], 1)}"
             f" | {row['errors']} | {row['s503']} | {fmt(row['ceiling_tps'])}"
             f" | {pct(row['ratio'])} | {fmt(row['server_cpu_ms'], 2)}"
-            f" | {fmt(row['pg_cpu_ms'], 2)} |"
+            f" | {fmt(row['pg_cpu_ms'], 2)} | {fmt(row['load'], 1)} |"
         )
     return [*lines, ""]
 
@@ -233,7 +233,9 @@ def write(results: dict[str, Any], out_dir: Path) -> None:
         "SQL and locks per request (scripts generated from identity/pg_identify.py, in",
         "docs/benchmarks/pgbench/) in the same run. Mix: 68% repeat lookups (email, phone or",
         "both), 5% hot keys (10 persons), 12% new secondaries, 12% new persons, 3% merges.",
-        "errors = non-2xx other than 503, plus socket errors and timeouts.",
+        "errors = non-2xx other than 503, plus socket errors and timeouts; load = the",
+        "machine's 1-minute load average at the end of each wrk run (2 cores: above 2, other",
+        "work competed for the CPU).",
         "",
     ]
     for entry in results["sizes"].values():

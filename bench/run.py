@@ -109,6 +109,7 @@ def bench_sync(
     for c in clients:
         ours: list[dict[str, Any]] = []
         theirs: list[dict[str, float]] = []
+        loads: list[float] = []
         for r in range(runs):
             nonce = f"{(int(time.time()) + r) % 9000 + 1000}"
             url = seed.fresh_copy(plan)
@@ -119,6 +120,7 @@ def bench_sync(
                     sync.run_wrk(server, clients=c, seconds=seconds, people=people, nonce=nonce)
                 )
                 after = sync.cpu_seconds(server.process.pid, plan.database)
+            loads.append(os.getloadavg()[0])
             n = int(ours[-1]["requests"])
             ours[-1]["server_cpu_ms"] = (after["server"] - before["server"]) * 1000 / n
             ours[-1]["pg_cpu_ms"] = (after["postgres"] - before["postgres"]) * 1000 / n
@@ -142,6 +144,7 @@ def bench_sync(
             "requests": sum(int(x["requests"]) for x in ours),
             "ceiling_tps": spread([x["tps"] for x in theirs]),
             "ceiling_failed": sum(int(x["failed"]) for x in theirs),
+            "load": spread(loads),
             "server_cpu_ms": spread([float(x["server_cpu_ms"]) for x in ours]),
             "pg_cpu_ms": spread([float(x["pg_cpu_ms"]) for x in ours]),
             "ratio": spread(
