@@ -18,6 +18,11 @@ from pathlib import Path
 from bench.mix import MIX
 from identity import pg_identify
 
+#: pgbench opens one connection per client and the shared server allows 100 in all
+#: (max_connections), some used by others: the ceiling at 256 clients is measured with 64.
+#: (The service itself never holds more than WEB_CONCURRENCY x DB_POOL_SIZE connections.)
+MAX_CLIENTS = 64
+
 EMAIL = "('u' || (:{var})::text || '@seed.test')"
 PHONE = "('9' || lpad((:{var})::text, 10, '0'))"
 NEW_EMAIL = "('n' || :nonce || '.' || :client_id || '.' || :r || '@new.test')"

@@ -127,7 +127,12 @@ def bench_sync(
             seed.fresh_copy(plan)
             theirs.append(
                 ceiling.run_pgbench(
-                    plan.database, scripts, clients=c, seconds=seconds, people=people, nonce=nonce
+                    plan.database,
+                    scripts,
+                    clients=min(c, ceiling.MAX_CLIENTS),
+                    seconds=seconds,
+                    people=people,
+                    nonce=nonce,
                 )
             )
             log(
