@@ -76,6 +76,35 @@ class Redactor:
         return self.redact(str(value))
 
 
+def redacted_message(r: Redactor, record: logging.LogRecord) -> str:
+    """The record's message with each argument redacted on its own.
+
+    Redacting the arguments rather than the formatted line keeps numbers that only
+    look like a phone once printed side by side (``127.0.0.1:8000 (4711)``) intact.
+    A format that refuses the redacted arguments falls back to redacting the line.
+    """
+    args = record.args
+    if args:
+        try:
+            if isinstance(args, dict):
+                safe: Any = {k: _redact_arg(r, v) for k, v in args.items()}
+            else:
+                safe = tuple(_redact_arg(r, v) for v in args)
+            return r.redact(str(record.msg)) % safe
+        except (TypeError, ValueError, KeyError):
+            pass
+    return r.redact(record.getMessage())
+
+
+def _redact_arg(r: Redactor, value: Any) -> Any:
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        # A phone given as a number: redact it when it has the digits of one.
+        return value if abs(value) < 10**6 else r.redact(str(value))
+    return r.redact(str(value))
+
+
 class RequestContextFilter(logging.Filter):
     """Puts the current request id on every record logged while a request is served."""
 
@@ -98,7 +127,7 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "message": r.redact(record.getMessage()),
+            "message": redacted_message(r, record),
         }
         for key, value in record.__dict__.items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
@@ -124,7 +153,22 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         if not hasattr(record, "request_id"):
             record.request_id = None
-        return self.redactor.redact(super().format(record))
+        # Redact the message and the traceback, not the whole line: the timestamp
+        # prefix would otherwise read as a phone number.
+        r = self.redactor
+        saved = record.msg, record.args, record.exc_text
+        record.msg, record.args = redacted_message(r, record), None
+        if record.exc_info:
+            record.exc_text = r.redact(self.formatException(record.exc_info))
+        elif record.exc_text:
+            record.exc_text = r.redact(record.exc_text)
+        try:
+            line = super().format(record)
+        finally:
+            record.msg, record.args, record.exc_text = saved
+        if record.stack_info:
+            line = line.replace(record.stack_info, r.redact(record.stack_info))
+        return line
 
 
 class StderrHandler(logging.StreamHandler[TextIO]):

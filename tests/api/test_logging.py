@@ -143,3 +143,28 @@ def test_a_real_database_error_is_logged_without_the_values(engine: Engine) -> N
     assert "IntegrityError" in out and "Failing row" in out
     for value in FORBIDDEN:
         assert value not in out
+
+
+def test_numbers_printed_side_by_side_are_not_taken_for_a_phone() -> None:
+    """gunicorn's "Listening at: http://127.0.0.1:8000 (4711)" stays readable, in both formats,
+    while a phone passed as an argument or inline is still hashed."""
+    import logging as _logging
+
+    from api.observability import JsonFormatter, TextFormatter
+
+    for formatter in (JsonFormatter(), TextFormatter()):
+        listening = _logging.LogRecord(
+            "gunicorn.error",
+            20,
+            __file__,
+            1,
+            "Listening at: %s (%s)",
+            ("http://127.0.0.1:8765", 7992),
+            None,
+        )
+        assert "http://127.0.0.1:8765 (7992)" in formatter.format(listening)
+        phone = _logging.LogRecord(
+            "x", 20, __file__, 1, "got %s and %d", ("+1 (415) 555-2671", 5551234567), None
+        )
+        line = formatter.format(phone)
+        assert "2671" not in line and "5551234567" not in line and "phone#" in line
