@@ -18,7 +18,8 @@ install: $(STAMP)
 
 ## migrate: bring $DATABASE_URL (or the embedded SQLite file) to the newest schema
 migrate: install
-	@if [ -n "$${DATABASE_URL:-$${DATABASE_URI:-}}" ]; then bin/ensure-services postgres; fi
+	@eval "$$($(BIN)/python -m identity.settings)"; \
+	  if [ "$$IDENTITY_EMBEDDED" = 0 ]; then bin/ensure-services postgres; fi
 	$(BIN)/alembic upgrade head
 
 ## run: all set-up, then serve on $PORT (default 8000)

@@ -186,3 +186,21 @@ class Settings:
             log_format=_choice(env, "LOG_FORMAT", ("json", "text")),
             log_hash_key=Secret(env.get("LOG_HASH_KEY", "").strip()),
         )
+
+
+def shell_summary(settings: Settings) -> str:
+    """Non-secret facts for the launch scripts, as shell assignments (`eval`-safe)."""
+    import shlex
+
+    facts = {
+        "IDENTITY_EMBEDDED": "1" if settings.embedded else "0",
+        "IDENTITY_DATABASE": settings.safe_database_url,
+        "IDENTITY_BROKER": "1" if settings.redis_url else "0",
+        "IDENTITY_FLOWER_AUTH": "1" if settings.flower_basic_auth else "0",
+        "IDENTITY_BIND": f"{settings.bind_host}:{settings.port}",
+    }
+    return "\n".join(f"{k}={shlex.quote(v)}" for k, v in facts.items())
+
+
+if __name__ == "__main__":  # `python -m identity.settings`: what bin/run and make migrate use
+    print(shell_summary(Settings.from_env()))

@@ -175,3 +175,18 @@ def test_secret_behaves_like_a_value_but_hides_it() -> None:
 def test_url_without_password_is_shown_as_is() -> None:
     settings = from_env({"DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/identity"})
     assert settings.safe_database_url == "postgresql+psycopg2://postgres@127.0.0.1:5432/identity"
+
+
+def test_shell_summary_for_launch_scripts_hides_secrets_and_reads_dotenv(tmp_path) -> None:
+    """bin/run and `make migrate` decide from the same Settings the service uses (.env too)."""
+    from identity.settings import Settings, shell_summary
+
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(
+        "DATABASE_URL=postgresql://u:hunter2@db/identity\nREDIS_URL=redis://x:6379/0\n"
+    )
+    summary = shell_summary(Settings.from_env(environ={}, dotenv_path=str(dotenv)))
+    assert "IDENTITY_EMBEDDED=0" in summary
+    assert "IDENTITY_BROKER=1" in summary
+    assert "hunter2" not in summary
+    assert "IDENTITY_EMBEDDED=1" in shell_summary(Settings.from_env(environ={}, dotenv_path=None))
