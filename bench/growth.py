@@ -80,10 +80,13 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
-def per_request_cost(url: str, people: int, requests: int = 600) -> dict[str, Any]:
-    """Median ms per request of a fixed lookup/secondary/new-person sequence (one client)."""
+def per_request_cost(url: str, people: int, run: int, requests: int = 600) -> dict[str, Any]:
+    """Median ms per request of a lookup/secondary/new-person sequence (one client).
+
+    ``run`` makes the new identifiers of each run distinct, so a second run on the same
+    database inserts again instead of repeating lookups."""
     engine = make_engine(url)
-    rng = random.Random(7)
+    rng = random.Random(7 + run)
     results: dict[str, list[float]] = {"lookup": [], "secondary": [], "person": []}
     try:
         for i in range(requests):
@@ -92,9 +95,9 @@ def per_request_cost(url: str, people: int, requests: int = 600) -> dict[str, An
             if kind == "lookup":
                 ids = Identifiers(person_email(p), person_phone(p))
             elif kind == "secondary":
-                ids = Identifiers(person_email(p), f"4{i:012d}")
+                ids = Identifiers(person_email(p), f"4{run}{i:012d}")
             else:
-                ids = Identifiers(f"grow{i}@new.test", f"3{i:012d}")
+                ids = Identifiers(f"grow{run}.{i}@new.test", f"3{run}{i:012d}")
             results[kind].append(timed(engine, ids)[0])
     finally:
         engine.dispose()

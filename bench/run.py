@@ -199,7 +199,7 @@ def main() -> int:
         if "growth" in parts:
             log(f"growth {label}: per-request cost and round trips (one client, in-process)")
             url = seed.fresh_copy(plan)
-            entry["per_request"] = [growth.per_request_cost(url, people) for _ in range(runs)]
+            entry["per_request"] = [growth.per_request_cost(url, people, r) for r in range(runs)]
             entry["round_trips"] = growth.round_trips_per_rule(url, people)
             if plan.growth:
                 log(f"growth {label}: clusters of 1, 100, 10,000; a 10k + 10k merge")
