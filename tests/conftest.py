@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -54,20 +55,38 @@ def settings(backend: str, request: pytest.FixtureRequest) -> Settings:
     return make_settings(url)
 
 
-@pytest.fixture
-def engine(settings: Settings) -> Iterator[Engine]:
+@contextmanager
+def opened_engine(settings: Settings) -> Iterator[Engine]:
+    """An engine on the settings' database, with the contact tables emptied first."""
     engine = create_db_engine(settings)
     reset_contacts(engine)
-    yield engine
-    engine.dispose()
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def opened_app(settings: Settings) -> Iterator[Flask]:
+    """The app on ``settings`` in testing mode; its engine disposed afterwards."""
+    app = create_app(settings)
+    app.config["TESTING"] = True
+    try:
+        yield app
+    finally:
+        app.extensions["identity.engine"].dispose()
+
+
+@pytest.fixture
+def engine(settings: Settings) -> Iterator[Engine]:
+    with opened_engine(settings) as engine:
+        yield engine
 
 
 @pytest.fixture
 def app(settings: Settings, engine: Engine) -> Iterator[Flask]:
-    app = create_app(settings)
-    app.config["TESTING"] = True
-    yield app
-    app.extensions["identity.engine"].dispose()
+    with opened_app(settings) as app:
+        yield app
 
 
 @pytest.fixture

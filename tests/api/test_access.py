@@ -17,7 +17,7 @@ from flask.testing import FlaskClient
 
 from api import auth, create_app
 from identity.settings import Secret, Settings
-from tests.conftest import make_settings
+from tests.conftest import make_settings, opened_app
 from tests.support.db import ROOT
 
 KEYS = "first-key-0123456789, second-key-abcdef "
@@ -25,10 +25,8 @@ KEYS = "first-key-0123456789, second-key-abcdef "
 
 @pytest.fixture
 def keyed_app(pg_url: str, engine: object) -> Iterator[Flask]:
-    app = create_app(make_settings(pg_url, api_keys=Secret(KEYS)))
-    app.config["TESTING"] = True
-    yield app
-    app.extensions["identity.engine"].dispose()
+    with opened_app(make_settings(pg_url, api_keys=Secret(KEYS))) as app:
+        yield app
 
 
 @pytest.fixture

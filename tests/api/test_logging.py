@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from api.observability import JsonFormatter, Redactor, TextFormatter
-from tests.support.processes import Server
+from tests.support.server import Server
 
 EMAIL = "Lorraine.Baines@HillValley.edu"
 PHONE = "+1 (415) 555-0123"
@@ -106,7 +106,7 @@ def test_served_request_logs_json_with_request_id_and_no_personal_data(
     status, _, _ = debug_server.request("POST", "/identify", {"email": EMAIL, "x": PHONE})
     assert status == 400
     debug_server.stop()  # flush and close: every line is in the file now
-    text = debug_server.log_text()
+    text = debug_server.log()
     lines = [json.loads(line) for line in text.splitlines() if line.strip()]
     assert all(isinstance(entry, dict) and "level" in entry for entry in lines)
     access = [e for e in lines if e["logger"] == "api.access" and e.get("path") == "/identify"]

@@ -14,7 +14,8 @@ from api import create_app
 from identity.settings import Secret
 from tests.conftest import make_settings
 from tests.support.async_stack import RedisServer
-from tests.support.processes import Server, free_port
+from tests.support.processes import free_port
+from tests.support.server import Server
 
 ON_POSTGRES = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 

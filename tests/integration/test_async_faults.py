@@ -16,32 +16,29 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from flask import Flask
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from api import create_app
 from identity import services
 from identity.batch import plan_batch
-from identity.db import create_db_engine, run_in_transaction
+from identity.db import run_in_transaction
 from identity.normalize import Identifiers
 from identity.reconcile import Row
-from identity.settings import Secret, Settings
-from tests.conftest import make_settings
+from identity.settings import Settings
+from tests.conftest import opened_app
 from tests.support.async_stack import (
     AsyncStack,
     RedisServer,
     free_port,
-    running_redis,
-    running_stack,
     wait_applied,
     wait_until,
 )
-from tests.support.db import ROOT, reset_contacts
+from tests.support.db import ROOT
 from tests.support.invariants import assert_consistent, check_invariants
 from worker.app import create_celery
 from worker.publisher import Publisher
@@ -49,44 +46,31 @@ from worker.publisher import Publisher
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with running_redis(tmp_path_factory.mktemp("redis")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def stack(
-    pg_url: str, redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[AsyncStack]:
-    workdir = Path(tmp_path_factory.mktemp("stack"))
-    with running_stack(pg_url, redis, 1, workdir) as stack:
-        yield stack
-
-
-@pytest.fixture
-def queued_settings(pg_url: str, redis: RedisServer) -> Settings:
-    return make_settings(pg_url, redis_url=Secret(redis.url), identity_partitions=1)
-
-
-@pytest.fixture
-def pg(queued_settings: Settings, stack: AsyncStack) -> Iterator[Engine]:
-    engine = create_db_engine(queued_settings)
-    reset_contacts(engine)
-    yield engine
-    engine.dispose()
+# The stack (one partition), redis, queued_settings and pg fixtures: tests/integration/conftest.py
 
 
 @pytest.fixture
 def client(queued_settings: Settings, pg: Engine) -> Iterator[object]:
-    app: Flask = create_app(queued_settings)
-    yield app.test_client()
-    app.extensions["identity.engine"].dispose()
+    with opened_app(queued_settings) as app:
+        yield app.test_client()
 
 
 def scalar(engine: Engine, sql: str, **params: object) -> object:
     with engine.connect() as conn:
         return conn.execute(text(sql), params).scalar_one()
+
+
+@contextmanager
+def root_held(pg: Engine, holder: Identifiers) -> Iterator[None]:
+    """Store ``holder``, then hold its cluster's root FOR UPDATE for the block: a worker's
+    transaction stops on it mid-batch, after its identifier locks and ledger rows, before
+    its writes."""
+    run_in_transaction(pg, lambda conn: services.identify(conn, identifiers=holder))
+    with pg.connect() as blocker:
+        sql = "SELECT id FROM contact WHERE email = :email FOR UPDATE"
+        blocker.execute(text(sql), {"email": holder.email})
+        yield
+        blocker.rollback()
 
 
 def wait_for_worker_blocked_on_root(pg: Engine) -> None:
@@ -125,18 +109,13 @@ def test_worker_sigkilled_mid_batch_loses_nothing_and_doubles_nothing(
     stack: AsyncStack, pg: Engine, client: object
 ) -> None:
     holder = Identifiers("hold@mail.test", "800000")
-    run_in_transaction(pg, lambda conn: services.identify(conn, identifiers=holder))
     events = [{"eventId": "kill-hold", "email": "hold@mail.test", "phoneNumber": "800001"}]
     events += some_events("kill", 300)
-    with pg.connect() as blocker:
-        # Hold the existing cluster's root: the worker's transaction stops on it mid-batch,
-        # after its identifier locks and ledger rows, before its writes.
-        blocker.execute(text("SELECT id FROM contact WHERE email = 'hold@mail.test' FOR UPDATE"))
+    with root_held(pg, holder):
         response = client.post("/events", json=events)  # type: ignore[attr-defined]
         assert response.status_code == 202
         wait_for_worker_blocked_on_root(pg)
         stack.kill("worker0")  # SIGKILL, the worker and its pool process
-        blocker.rollback()
     assert scalar(pg, "SELECT count(*) FROM processed_event") == 0  # the batch never committed
 
     stack.start_worker(0)
@@ -174,18 +153,15 @@ def test_pool_child_killed_mid_batch_is_redelivered_by_reject_on_worker_lost(
 ) -> None:
     """Published straight to Redis (no inbox, so no re-drive): only the broker redelivers."""
     holder = Identifiers("held@mail.test", "810000")
-    run_in_transaction(pg, lambda conn: services.identify(conn, identifiers=holder))
     events = [{"eventId": "lost-held", "email": "held@mail.test", "phoneNumber": "810001"}]
     events += some_events("lost", 200)
     worker = stack.procs["worker0"].process
     [child] = wait_until(lambda: pool_children(worker.pid), timeout_s=30, what="the pool child")
-    with pg.connect() as blocker:
-        blocker.execute(text("SELECT id FROM contact WHERE email = 'held@mail.test' FOR UPDATE"))
+    with root_held(pg, holder):
         with Publisher(queued_settings) as publisher:
             publisher.publish(events)
         wait_for_worker_blocked_on_root(pg)
         os.kill(child, signal.SIGKILL)
-        blocker.rollback()
     wait_applied(pg, {str(e["eventId"]) for e in events}, stack)
     assert worker.poll() is None  # the main process stayed up and replaced its child
     with pg.connect() as conn:

@@ -19,20 +19,16 @@ from flask import Flask
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from api import create_app
-from identity.db import create_db_engine
 from identity.events import partition_for
-from identity.settings import Secret, Settings
-from tests.conftest import make_settings
+from identity.settings import Settings
+from tests.conftest import opened_app
 from tests.support.async_stack import (
     AsyncStack,
     RedisServer,
-    running_redis,
-    running_stack,
     wait_applied,
     wait_until,
 )
-from tests.support.db import ROOT, reset_contacts
+from tests.support.db import ROOT
 from tests.support.invariants import Pair, assert_consistent
 from tests.support.server import serve as serve_gunicorn
 from worker.publisher import Publisher
@@ -42,38 +38,14 @@ PARTITIONS = 4
 
 
 @pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with running_redis(tmp_path_factory.mktemp("redis")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def stack(
-    pg_url: str, redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[AsyncStack]:
-    workdir = Path(tmp_path_factory.mktemp("stack"))
-    with running_stack(pg_url, redis, PARTITIONS, workdir) as stack:
-        yield stack
-
-
-@pytest.fixture
-def queued_settings(pg_url: str, redis: RedisServer) -> Settings:
-    return make_settings(pg_url, redis_url=Secret(redis.url), identity_partitions=PARTITIONS)
-
-
-@pytest.fixture
-def pg(queued_settings: Settings) -> Iterator[Engine]:
-    engine = create_db_engine(queued_settings)
-    reset_contacts(engine)
-    yield engine
-    engine.dispose()
+def partitions() -> int:
+    return PARTITIONS  # the stack, redis and pg fixtures are in tests/integration/conftest.py
 
 
 @pytest.fixture
 def queued_app(queued_settings: Settings, pg: Engine) -> Iterator[Flask]:
-    app = create_app(queued_settings)
-    yield app
-    app.extensions["identity.engine"].dispose()
+    with opened_app(queued_settings) as app:
+        yield app
 
 
 def test_many_events_across_partitions_with_concurrent_identify(
@@ -104,7 +76,7 @@ def test_many_events_across_partitions_with_concurrent_identify(
             return server.request("POST", "/identify", {"email": p[0], "phoneNumber": p[1]})[0]
 
         def post(batch: list[dict[str, object]]) -> tuple[int, object]:
-            return server.request("POST", "/events", batch)
+            return server.request_json("POST", "/events", batch)
 
         started = time.monotonic()
         sync = [pool.submit(identify, p) for p in requests]

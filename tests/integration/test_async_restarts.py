@@ -16,13 +16,10 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
-from tests.support.async_stack import AsyncStack, RedisServer
+from tests.support.async_stack import AsyncStack, RedisServer, wait_applied
 from tests.support.invariants import assert_consistent
-from tests.support.processes import (
-    PrivatePostgres,
-    Server,
-    wait_until,
-)
+from tests.support.processes import PrivatePostgres, wait_until
+from tests.support.server import Server
 
 pytestmark = pytest.mark.slow
 PARTITIONS = 2
@@ -40,27 +37,9 @@ def pairs(events: list[dict[str, object]]) -> list[tuple[str | None, str | None]
     return [(str(e["email"]), str(e["phoneNumber"])) for e in events]
 
 
-def applied_ids(engine: Engine) -> set[str]:
-    with engine.connect() as conn:
-        return set(conn.execute(text("SELECT event_id FROM processed_event")).scalars())
-
-
 def count(engine: Engine, table: str) -> int:
     with engine.connect() as conn:
         return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
-
-
-def wait_applied(engine: Engine, ids: set[str], stack: AsyncStack, timeout_s: float = 120) -> None:
-    def done() -> bool:
-        try:
-            return ids <= applied_ids(engine) and count(engine, "event_inbox") == 0
-        except Exception:
-            return False
-
-    try:
-        wait_until(done, timeout_s, "every accepted event applied", interval_s=0.25)
-    except TimeoutError:
-        raise AssertionError(f"accepted events were not applied\n{stack.logs()}") from None
 
 
 @pytest.fixture
@@ -118,7 +97,10 @@ def test_postgres_restart_workers_retry_and_no_accepted_event_is_lost(
         for n in range(5):
             assert server.request("POST", "/events", batch("held", n))[0] == 202
         wait_until(
-            lambda: count(engine, "event_inbox WHERE published_at IS NULL") == 0, 30, "relay"
+            lambda: count(engine, "event_inbox WHERE published_at IS NULL") == 0,
+            timeout_s=30,
+            interval_s=0.05,
+            what="relay",
         )
         thread = threading.Thread(target=producer)
         thread.start()
@@ -133,8 +115,9 @@ def test_postgres_restart_workers_retry_and_no_accepted_event_is_lost(
         stack.start_workers()
         wait_until(
             lambda: "retrying in" in stack.logs(),
-            60,
-            "a worker to retry on the unavailable database",
+            timeout_s=60,
+            interval_s=0.05,
+            what="a worker to retry on the unavailable database",
         )
         time.sleep(1.0)
         private_pg.start()
@@ -187,7 +170,12 @@ def test_redis_restart_leaves_identify_alone_and_the_event_path_recovers(
             'identity_unavailable_responses_total{reason="broker",route="/queues"} 1.0'
             in server.request("GET", "/metrics")[2].decode()
         )
-        wait_until(lambda: server.request("GET", "/queues")[0] == 200, 30, "/queues back")
+        wait_until(
+            lambda: server.request("GET", "/queues")[0] == 200,
+            timeout_s=30,
+            interval_s=0.05,
+            what="/queues back",
+        )
         wait_applied(engine, {str(e["eventId"]) for e in before + during}, stack)
         with engine.connect() as conn:
             identified = [(f"r{i}@async.test", None) for i in range(20)]

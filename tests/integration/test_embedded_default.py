@@ -72,7 +72,7 @@ def test_migration_creates_the_database_file_in_the_working_directory(
 
 
 def test_server_says_it_uses_the_embedded_sqlite_file(server: Server, workdir: Path) -> None:
-    status, body = server.request("GET", "/healthz")
+    status, body = server.request_json("GET", "/healthz")
     assert (status, body) == (200, {"status": "ok", "database": "sqlite"})
     log = server.log()
     assert "embedded SQLite" in log
@@ -95,7 +95,7 @@ def test_worked_example_on_the_embedded_database(
     ]
     outcome = Outcome()
     for body, (primary, emails, phones, secondaries) in requests:
-        status, answer = server.request("POST", "/identify", body)
+        status, answer = server.request_json("POST", "/identify", body)
         assert status == 200, answer
         assert answer == {
             "contact": {
@@ -129,12 +129,12 @@ def test_worked_example_on_the_embedded_database(
 
 
 def test_bad_input_on_the_real_server(server: Server) -> None:
-    status, body = server.request("POST", "/identify", b'{"email": 5}')
+    status, body = server.request_json("POST", "/identify", b'{"email": 5}')
     assert status == 400 and body["field"] == "email"
-    status, body = server.request("POST", "/identify", b"{}", {"Content-Type": "text/plain"})
+    status, body = server.request_json("POST", "/identify", b"{}", {"Content-Type": "text/plain"})
     assert status == 415 and "error" in body
     big = json.dumps({"email": "a" * 100_000 + "@b.c"}).encode()
-    status, body = server.request("POST", "/identify", big)
+    status, body = server.request_json("POST", "/identify", big)
     assert status == 413 and "error" in body
 
 

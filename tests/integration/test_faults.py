@@ -20,11 +20,8 @@ from sqlalchemy import create_engine
 
 from tests.support.db import reset_contacts
 from tests.support.invariants import Pair, assert_consistent, db_clusters
-from tests.support.processes import (
-    PrivatePostgres,
-    Server,
-    wait_until,
-)
+from tests.support.processes import PrivatePostgres, wait_until
+from tests.support.server import Server
 
 pytestmark = pytest.mark.slow
 
@@ -148,8 +145,9 @@ def test_postgres_restart_answers_503_then_recovers_by_itself(private_pg: Privat
             lambda: (
                 probes.append(call(server, ("back@faults.test", None))) or probes[-1].status == 200
             ),
-            15,
-            "recovery",
+            timeout_s=15,
+            interval_s=0.05,
+            what="recovery",
         )
         recovered_s = time.monotonic() - up_at
         time.sleep(1.5)

@@ -16,43 +16,23 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from flask import Flask
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from werkzeug.serving import make_server
 
 from tests.support.db import ROOT
+from tests.support.processes import free_port, wait_until
 
-T = TypeVar("T")
 # A developer's shell must not change what the processes under test do.
 SCRUBBED = ("DATABASE_URL", "DATABASE_URI", "REDIS_URL", "API_KEYS", "IDENTITY_PARTITIONS")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(
-    check: Callable[[], T], *, timeout_s: float, interval_s: float = 0.1, what: str = ""
-) -> T:
-    """Poll ``check`` until it returns something truthy; fail the test after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what or check}")
-        time.sleep(interval_s)
 
 
 def kill_group(process: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
@@ -240,12 +220,16 @@ def running_redis(workdir: Path) -> Iterator[RedisServer]:
 
 
 def wait_applied(engine: Engine, ids: set[str], stack: AsyncStack, timeout_s: float = 120) -> None:
-    """Until every event of ``ids`` is in the ledger and the inbox is empty."""
+    """Until every event of ``ids`` is in the ledger and the inbox is empty (a database that
+    is down or restarting meanwhile is waited for too)."""
 
     def done() -> bool:
-        with engine.connect() as conn:
-            applied = set(conn.execute(text("SELECT event_id FROM processed_event")).scalars())
-            pending = conn.execute(text("SELECT count(*) FROM event_inbox")).scalar_one()
+        try:
+            with engine.connect() as conn:
+                applied = set(conn.execute(text("SELECT event_id FROM processed_event")).scalars())
+                pending = conn.execute(text("SELECT count(*) FROM event_inbox")).scalar_one()
+        except DBAPIError:
+            return False
         return ids <= applied and pending == 0
 
     try:

@@ -1,4 +1,9 @@
-"""A real served process for tests: gunicorn with the project's own config, on a free port."""
+"""A real served process for tests and benchmarks: gunicorn with the project's own config.
+
+``serve(env)`` runs it for a ``with`` block; ``Server(env).start()`` ... ``stop()`` when a
+test stops it itself (to read its complete log, say). Either way it binds 127.0.0.1 on a
+free port, in its own process group, and every wait is bounded.
+"""
 
 from __future__ import annotations
 
@@ -6,102 +11,130 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tests.support.db import ROOT
+from tests.support.processes import free_port, wait_until
 
 GUNICORN = Path(sys.executable).parent / "gunicorn"
-# Variables a developer's shell may hold that would change what the server under test does.
+# Variables a developer's shell may hold that would change what the server under test does
+# (and any PROMETHEUS_* one: gunicorn.conf.py makes the server its own metrics directory).
 SCRUBBED = ("DATABASE_URL", "DATABASE_URI", "API_KEYS", "PORT", "BIND_HOST", "WEB_CONCURRENCY")
+# A light server on a shared 2-core machine, unless the caller's env says otherwise.
+DEFAULTS = {"WEB_CONCURRENCY": "2", "WEB_THREADS": "8"}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _temp_log() -> Path:
+    fd, name = tempfile.mkstemp(prefix="identity-server-", suffix=".log")
+    os.close(fd)
+    return Path(name)
 
 
 @dataclass
 class Server:
-    process: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
+    """``gunicorn -c gunicorn.conf.py 'api:create_app()'`` with ``env`` on top of the defaults."""
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+    env: Mapping[str, str]
+    cwd: Path = ROOT
+    log_path: Path = field(default_factory=_temp_log)
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 60) -> Server:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in SCRUBBED and not k.startswith("PROMETHEUS_")
+        }
+        env.update({**DEFAULTS, "PORT": str(self.port), "BIND_HOST": "127.0.0.1", **self.env})
+        with self.log_path.open("ab") as log_file:
+            self.process = subprocess.Popen(
+                [str(GUNICORN), "-c", str(ROOT / "gunicorn.conf.py"), "api:create_app()"],
+                cwd=self.cwd,
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: a hard stop reaches the workers
+            )
+        wait_until(self._ready, timeout_s=timeout_s, what="gunicorn to answer /healthz")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"gunicorn exited with {self.process.returncode}:\n{self.log()}")
+        try:
+            return self.request("GET", "/healthz", timeout=2)[0] == 200
+        except OSError:
+            return False
 
     def connection(self, timeout: float = 30) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
 
     def request(
-        self, method: str, path: str, body: Any = None, headers: Mapping[str, str] | None = None
-    ) -> tuple[int, Any]:
-        """One request on a fresh connection; returns (status, parsed JSON body)."""
-        conn = self.connection()
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 30,
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One request on a fresh connection: (status, headers, raw body).
+
+        ``body`` is sent as JSON, or as it is when it is bytes.
+        """
+        conn = self.connection(timeout)
         try:
-            payload = body if isinstance(body, bytes) or body is None else json.dumps(body)
-            all_headers = {"Content-Type": "application/json", **(headers or {})}
+            payload = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
+            all_headers = {"Content-Type": "application/json"} if payload is not None else {}
+            all_headers.update(headers or {})
             conn.request(method, path, body=payload, headers=all_headers)
             response = conn.getresponse()
-            return response.status, json.loads(response.read() or b"null")
+            return response.status, dict(response.getheaders()), response.read()
         finally:
             conn.close()
 
+    def request_json(
+        self, method: str, path: str, body: Any = None, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, Any]:
+        """Like ``request``: (status, parsed JSON body)."""
+        status, _, raw = self.request(method, path, body, headers)
+        return status, json.loads(raw or b"null")
 
-def _wait_healthy(server: Server, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise AssertionError(f"server exited with {server.process.returncode}:\n{server.log()}")
-        try:
-            status, _ = server.request("GET", "/healthz")
-            if status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"server did not answer /healthz within {timeout_s}s:\n{server.log()}")
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
 
+    def stop(self) -> None:
+        """SIGTERM (gunicorn's graceful stop), then SIGKILL to the server's process group."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)  # the master and its workers
+                self.process.wait(timeout=10)
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (gunicorn's graceful stop), then SIGKILL to the server's own process group."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)  # our own session: master and its workers
-            process.wait(timeout=10)
+    def remove_log(self) -> None:
+        self.log_path.unlink(missing_ok=True)
 
 
 @contextmanager
 def serve(
-    env: Mapping[str, str], cwd: Path, log_path: Path, startup_timeout_s: float = 60
+    env: Mapping[str, str],
+    cwd: Path = ROOT,
+    log_path: Path | None = None,
+    startup_timeout_s: float = 60,
 ) -> Iterator[Server]:
-    """Run ``gunicorn -c gunicorn.conf.py 'api:create_app()'`` until the block exits."""
-    port = free_port()
-    full_env = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
-    full_env.update({"PORT": str(port), "BIND_HOST": "127.0.0.1", **env})
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [str(GUNICORN), "-c", str(ROOT / "gunicorn.conf.py"), "api:create_app()"],
-            cwd=cwd,
-            env=full_env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, so a hard stop reaches the workers
-        )
-    server = Server(process, port, log_path)
+    """A started ``Server`` until the block exits (stopped also when the block fails)."""
+    server = Server(env, cwd) if log_path is None else Server(env, cwd, log_path)
     try:
-        _wait_healthy(server, startup_timeout_s)
-        yield server
+        yield server.start(startup_timeout_s)
     finally:
-        _stop(process)
+        server.stop()
