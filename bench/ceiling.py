@@ -75,29 +75,16 @@ def script(kind: str) -> str:
     if kind in ("lookup_email", "lookup_phone", "lookup_both", "hot"):
         return "\n".join(lines) + "\n"  # rule 4: the lock-free read is all
     lines += ["BEGIN;", _lock(*keys) + " \\;", _roots(e, p)]
+    def insert(link: str, precedence: str) -> str:
+        return _fill(pg_identify._INSERT, e=e, p=p, link=link, precedence=precedence,
+                     created="clock_timestamp()")  # fmt: skip
+
     if kind == "person":
-        insert = _fill(
-            pg_identify._INSERT,
-            e=e,
-            p=p,
-            link="NULL",
-            precedence="'primary'",
-            created="clock_timestamp()",
-        )
-        lines.append(insert + " RETURNING id;")
+        lines.append(insert("NULL", "'primary'") + " RETURNING id;")
     else:
         lines.append(answer + ";")
     if kind == "secondary":
-        insert = _fill(
-            pg_identify._INSERT,
-            e=e,
-            p=p,
-            link=":w",
-            precedence="'secondary'",
-            created="clock_timestamp()",
-        )
-        lines.append(insert + " \\;")
-        lines.append(answer + ";")
+        lines += [insert(":w", "'secondary'") + " \\;", answer + ";"]
     if kind == "merge":
         demote = _fill(pg_identify._DEMOTE, w=":w", now="clock_timestamp()", losers="ARRAY[:l]")
         lines += ["\\if :n = 2", demote + ";", "\\endif"]
