@@ -75,6 +75,7 @@ def script(kind: str) -> str:
     if kind in ("lookup_email", "lookup_phone", "lookup_both", "hot"):
         return "\n".join(lines) + "\n"  # rule 4: the lock-free read is all
     lines += ["BEGIN;", _lock(*keys) + " \\;", _roots(e, p)]
+
     def insert(link: str, precedence: str) -> str:
         return _fill(pg_identify._INSERT, e=e, p=p, link=link, precedence=precedence,
                      created="clock_timestamp()")  # fmt: skip
