@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -15,9 +16,14 @@ from api.openapi import document
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
 
 
+def openapi_path(rule: str) -> str:
+    """Flask's ``/persons/<int:contact_id>`` is OpenAPI's ``/persons/{contact_id}``."""
+    return re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule)
+
+
 def operations_in_app(app: Flask) -> set[tuple[str, str]]:
     return {
-        (rule.rule, method.lower())
+        (openapi_path(rule.rule), method.lower())
         for rule in app.url_map.iter_rules()
         if rule.endpoint != "static"
         for method in (rule.methods or set()) - IGNORED_METHODS
