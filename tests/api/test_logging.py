@@ -315,3 +315,34 @@ def test_the_projects_logging_calls_pass_a_literal_message() -> None:
             seen, bad = seen + n, bad + problems
     assert seen >= 10  # the check found the logging calls it is about
     assert bad == [], f"logging calls whose message is not a literal: {bad}"
+
+
+@pytest.mark.parametrize(
+    ("parent", "said"),
+    [
+        ({}, 1),  # a server that does not fork: the app is the one to say it
+        ({"SERVER_SOFTWARE": "gunicorn/23.0.0"}, 0),  # a gunicorn worker: the master said it
+        ({"WERKZEUG_RUN_MAIN": "true"}, 0),  # the dev server's child: its reloader said it
+    ],
+)
+def test_create_app_warns_of_the_embedded_database_unless_a_parent_process_did(
+    parent: dict[str, str],
+    said: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from api import create_app
+    from identity.settings import Settings
+
+    monkeypatch.chdir(tmp_path)  # the embedded file would live here (never created: no query)
+    for name in ("SERVER_SOFTWARE", "WERKZEUG_RUN_MAIN"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in parent.items():
+        monkeypatch.setenv(name, value)
+    with caplog.at_level(logging.WARNING, logger="api"):
+        app = create_app(Settings())
+    app.extensions["identity.engine"].dispose()
+    messages = [r.getMessage() for r in caplog.records]
+    expected = f"using the embedded SQLite database sqlite:///{tmp_path / 'identity.sqlite3'}"
+    assert sum(m.endswith(expected) for m in messages) == said, messages
