@@ -1,9 +1,9 @@
 """API keys: with ``API_KEYS`` set, every endpoint but the open ones needs a bearer key.
 
-Open: ``/healthz`` (load balancers), ``/openapi.json`` (the contract is public) and
-``/metrics`` (aggregate counters only, no personal data; keep it off the public
-network, see docs/OPERATIONS.md). Everything else, today ``/identify`` and
-``/events`` and any endpoint added later, is closed by default.
+Open: ``/healthz`` (load balancers), ``/openapi.json`` (the contract is public), ``/``
+(the index of that contract) and ``/metrics`` (aggregate counters only, no personal
+data; keep it off the public network, see docs/OPERATIONS.md). Everything else, today
+``/identify`` and ``/events`` and any endpoint added later, is closed by default.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from identity.settings import Settings
 log = logging.getLogger(__name__)
 
 #: Endpoints (Flask endpoint names) that never need a key.
-OPEN_ENDPOINTS = frozenset({"identity.healthz", "metrics.metrics", "openapi.document", "static"})
+OPEN_ENDPOINTS = frozenset(
+    {"identity.healthz", "metrics.metrics", "openapi.document", "openapi.index", "static"}
+)
 REALM = "identity-reconciliation"
 
 
