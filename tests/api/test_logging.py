@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import json
 import logging
-import re
 import socket
 import sys
 from collections.abc import Iterator
