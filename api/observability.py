@@ -113,10 +113,10 @@ def redacted_message(r: Redactor, record: logging.LogRecord) -> str:
     are redacted everywhere: their shape is unambiguous. A format that refuses the
     redacted arguments falls back to redacting the whole line.
     """
-    args = record.args
-    if isinstance(record.msg, str) and (record.name, record.msg) in _NOT_PERSONAL:
+    args, written = record.args, isinstance(record.msg, str)
+    if written and (record.name, record.msg) in _NOT_PERSONAL:
         return r.redact_emails(record.getMessage())
-    if args:
+    if args and written:
         try:
             if isinstance(args, dict):
                 safe: Any = {k: _redact_arg(r, v) for k, v in args.items()}
@@ -125,7 +125,7 @@ def redacted_message(r: Redactor, record: logging.LogRecord) -> str:
             return r.redact_emails(str(record.msg)) % safe
         except (TypeError, ValueError, KeyError):
             pass
-    elif isinstance(record.msg, str) and _is_own_logger(record.name):
+    elif not args and written and _is_own_logger(record.name):
         return r.redact_emails(record.msg)
     return r.redact(record.getMessage())
 

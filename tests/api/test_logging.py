@@ -239,10 +239,11 @@ def test_a_third_party_message_formatted_before_logging_is_redacted_whole(
         assert kept in out and "GET /identify?phone=" in out
         for value in [*FORBIDDEN, ORDER]:
             assert value not in out
-    # A non-literal message in the project's own loggers (which the code never does) too.
-    out = formatter.format(record(ValueError(line), logger="api.errors"))
-    for value in [*FORBIDDEN, ORDER]:
-        assert value not in out
+    # A message that is not a string (never in the project's code) is data too, arguments or not.
+    for args in ((), (3,)):
+        out = formatter.format(record(ValueError(line + " %s"), *args, logger="api.errors"))
+        for value in [*FORBIDDEN, ORDER]:
+            assert value not in out
 
 
 def test_a_phone_in_an_extra_field_is_redacted_whatever_its_type() -> None:
