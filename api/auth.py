@@ -3,10 +3,10 @@ needs a bearer key; endpoints that destroy or override (erasures, guard changes)
 admin key (403 with a read key, and for everyone when only ``API_KEYS`` is set). An
 admin key also reads. With no key at all the service is in open development mode.
 
-Open: ``/healthz`` (load balancers), ``/openapi.json`` (the contract is public) and
-``/metrics`` (aggregate counters only, no personal data; keep it off the public
-network, see docs/OPERATIONS.md). Everything else, today ``/identify`` and
-``/events`` and any endpoint added later, is closed by default.
+Open: ``/healthz`` (load balancers), ``/openapi.json`` (the contract is public), ``/``
+(the index of that contract) and ``/metrics`` (aggregate counters only, no personal
+data; keep it off the public network, see docs/OPERATIONS.md). Everything else, today
+``/identify`` and ``/events`` and any endpoint added later, is closed by default.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from identity.settings import Settings
 log = logging.getLogger(__name__)
 
 #: Endpoints (Flask endpoint names) that never need a key.
-OPEN_ENDPOINTS = frozenset({"identity.healthz", "metrics.metrics", "openapi.document", "static"})
+OPEN_ENDPOINTS = frozenset(
+    {"identity.healthz", "metrics.metrics", "openapi.document", "openapi.index", "static"}
+)
 REALM = "identity-reconciliation"
 
 

@@ -54,9 +54,9 @@ class ChangeStream:
             # The stream is older than the feed's retention (Redis lost it, or the relay
             # was off for longer): go on from the oldest change kept, and say so.
             log.warning("changes stream behind retention: resuming at seq %d", gap.oldest_seq)
+            start = gap.oldest_seq - 1
             page = run_snapshot(
-                self.engine,
-                lambda conn: feed.read_after(conn, after=gap.oldest_seq - 1, limit=PAGE),
+                self.engine, lambda conn: feed.read_after(conn, after=start, limit=PAGE)
             )
         if not page:
             return 0

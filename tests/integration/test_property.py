@@ -18,11 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 
-from identity.normalize import normalize_identifiers
-from tests.support.db import reset_contacts
 from identity.db import run_in_transaction
 from identity.event_services import apply_events
 from identity.events import Event
+from identity.normalize import normalize_identifiers
+from tests.support.db import reset_contacts
 from tests.support.graph import assertion_clusters, live_primaries, replay, stored_links
 from tests.support.invariants import Pair, assert_consistent, db_clusters, live_rows
 
