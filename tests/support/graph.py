@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import text
@@ -113,3 +113,19 @@ def feed_problems(seqs: Sequence[int], numbered: int) -> list[str]:
     if beyond:
         problems.append(f"seqs outside 1..{numbered}: {beyond[:10]}")
     return problems
+
+
+def unrecorded_assertions(
+    conn: Connection, accepted: Iterable[tuple[str | None, str | None]]
+) -> list[tuple[str, str]]:
+    """Accepted (email, phone) pairs that neither a live contact nor a link holds: each
+    is an assertion lost (SPEC "The graph's edges"); empty when every one is on record."""
+    held = {
+        (r[0], r[1])
+        for r in conn.execute(
+            text("SELECT email, phone_number FROM contact WHERE deleted_at IS NULL")
+        ).all()
+    } | stored_links(conn)
+    return sorted(
+        {(e, p) for e, p in accepted if e is not None and p is not None and (e, p) not in held}
+    )
