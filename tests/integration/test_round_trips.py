@@ -16,8 +16,8 @@ from sqlalchemy.engine import Engine
 
 from identity import services
 from identity.db import create_db_engine, run_in_transaction, run_read_only
-from identity.models import Contact
 from identity.guards.policy import GuardPolicy
+from identity.models import Contact
 from identity.normalize import Identifiers
 from identity.reconcile import ClusterView
 from tests.conftest import make_settings
