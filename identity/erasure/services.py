@@ -20,6 +20,7 @@ from sqlalchemy import Table, bindparam, delete, func, or_, select, text, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from identity import observe
 from identity.db import utcnow
 from identity.erasure.rules import ClusterErasure, Member, Value, erase_from_cluster
 from identity.errors import IdentityError, InvalidInput, TransientConflict
@@ -256,6 +257,9 @@ def _erase(
     generic = _drop_generic_marks(conn, values)
     _keep_hashes(conn, values, request.suppress or generic, configured_key, now)
     feed.record(conn, changes, now)
+    observe.record(
+        conn, observe.ERASED, contacts=result.contacts, links=result.links, events=result.events
+    )
     result.persons.sort(key=lambda v: v.primary_id)
     return result
 
