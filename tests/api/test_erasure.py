@@ -152,9 +152,7 @@ def test_the_whole_person_by_id_and_the_expected_primary(
     person(client, {"email": "p@shop.test", "phoneNumber": "555"})
     person(client, {"email": "q@shop.test", "phoneNumber": "555"})
     person(client, {"email": "other@shop.test"})
-    assert "error" in post(
-        client, "/erasures", {"personId": 2, "expectedPrimaryContactId": 2}, 409
-    )
+    assert "error" in post(client, "/erasures", {"personId": 2, "expectedPrimaryContactId": 2}, 409)
     answer = post(client, "/erasures", {"personId": 2, "expectedPrimaryContactId": 1})
     assert answer["erased"]["contacts"] == 2 and answer["persons"] == []
     assert post(client, "/lookup", {"phoneNumber": "555"})["persons"] == []
@@ -163,9 +161,7 @@ def test_the_whole_person_by_id_and_the_expected_primary(
     consistent(engine, client)
 
 
-def test_a_dry_run_answers_the_same_and_writes_nothing(
-    client: FlaskClient, engine: Engine
-) -> None:
+def test_a_dry_run_answers_the_same_and_writes_nothing(client: FlaskClient, engine: Engine) -> None:
     person(client, {"email": "ann@shop.test", "phoneNumber": "5550001"})
     person(client, {"email": "bob@shop.test", "phoneNumber": "5550001"})
     before = table_snapshot(engine)
@@ -239,9 +235,10 @@ def test_erasure_needs_an_admin_key(keyed_app: Flask, engine: Engine) -> None:
     assert table_snapshot(engine) == before
     assert client.get("/whoami", headers=read).get_json() == {"role": "read"}
     assert client.get("/whoami", headers=admin).get_json() == {"role": "admin"}
-    assert post(client, "/erasures", {"email": "ann@shop.test"}, headers=admin)["erased"][
-        "contacts"
-    ] == 1
+    assert (
+        post(client, "/erasures", {"email": "ann@shop.test"}, headers=admin)["erased"]["contacts"]
+        == 1
+    )
     # An admin key also reads.
     assert post(client, "/lookup", {"email": "ann@shop.test"}, headers=admin) == {"persons": []}
 
