@@ -7,8 +7,8 @@ from logging.config import fileConfig
 from sqlalchemy import create_engine
 
 from alembic import context
-from identity.models import Base
 from identity.settings import Settings
+from identity.storage.models import Base
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):

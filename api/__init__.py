@@ -8,9 +8,9 @@ import os
 from flask import Flask
 from werkzeug.serving import is_running_from_reloader
 
-from identity.db import create_db_engine
 from identity.guards.policy import GuardPolicy
 from identity.settings import Settings
+from identity.storage.db import create_db_engine
 
 log = logging.getLogger(__name__)
 

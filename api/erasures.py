@@ -10,9 +10,9 @@ from flask.typing import ResponseReturnValue
 from api.auth import admin_only
 from api.observability import request_id
 from api.routes import BadRequestBody, read_object
-from identity.db import run_in_transaction
 from identity.erasure.services import ErasureRequest, erase
 from identity.normalize import normalize_email, normalize_phone, phone_spellings
+from identity.storage.db import run_in_transaction
 
 bp = Blueprint("erasure", __name__)
 

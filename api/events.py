@@ -18,11 +18,11 @@ from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
 from api.routes import BadRequestBody, read_json_body
-from identity import event_services
-from identity.db import run_in_transaction
 from identity.errors import Unavailable
-from identity.events import InvalidEvents, parse_events, queue_name
+from identity.events import services as event_services
+from identity.events.messages import InvalidEvents, parse_events, queue_name
 from identity.settings import Settings
+from identity.storage.db import run_in_transaction
 
 bp = Blueprint("events", __name__)
 DEAD_LETTER_PAGE = 100

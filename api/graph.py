@@ -16,9 +16,9 @@ from flask.typing import ResponseReturnValue
 from api.auth import role
 from api.errors import error_response
 from api.routes import BadRequestBody, read_identifiers
-from identity.db import run_in_transaction, run_snapshot
 from identity.feed import changes as feed
 from identity.graph import reads
+from identity.storage.db import run_in_transaction, run_snapshot
 
 bp = Blueprint("graph", __name__)
 

@@ -15,10 +15,10 @@ from api.auth import admin_only
 from api.errors import error_response
 from api.observability import request_id
 from api.routes import BadRequestBody, read_object
-from identity.db import run_in_transaction, run_snapshot
 from identity.guards import store
-from identity.locking import identifier_keys, lock_keys
 from identity.normalize import Identifiers, normalize_email, normalize_phone
+from identity.storage.db import run_in_transaction, run_snapshot
+from identity.storage.locking import identifier_keys, lock_keys
 
 bp = Blueprint("guards", __name__)
 

@@ -34,8 +34,9 @@ from prometheus_client.registry import Collector
 from sqlalchemy.engine import Engine
 
 from api.observability import route_label
-from identity import event_services, observe
+from identity import observe
 from identity.errors import Unavailable
+from identity.events import services as event_services
 from identity.settings import Settings
 
 bp = Blueprint("metrics", __name__)

@@ -11,11 +11,11 @@ from sqlalchemy import text
 from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
 from api.observability import request_id
-from identity import services
-from identity.db import run_in_transaction, run_read_only
 from identity.errors import InvalidInput, Unavailable
+from identity.graph import services
 from identity.guards.policy import AllIgnored
 from identity.normalize import Identifiers, normalize_identifiers
+from identity.storage.db import run_in_transaction, run_read_only
 
 bp = Blueprint("identity", __name__)
 

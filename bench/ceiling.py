@@ -1,6 +1,6 @@
 """The database's own ceiling: pgbench running the SQL /identify sends, with its locks.
 
-The scripts are generated from the statements of ``identity.pg_identify`` (so the
+The scripts are generated from the statements of ``identity.graph.pg_identify`` (so the
 ceiling follows the service when its SQL changes), one script per request kind of the
 mix, weighted like the wrk mix. Each sends what the service sends for that rule: the
 lock-free read in autocommit, which is all a repeat lookup (rule 4) needs; else BEGIN,
@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 
 from bench.mix import MIX
-from identity import pg_identify
+from identity.graph import pg_identify
 
 #: pgbench opens one connection per client and the shared server allows 100 in all
 #: (max_connections), some used by others: the ceiling at 256 clients is measured with 64.

@@ -18,11 +18,11 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from bench.seed import GROWTH_CLUSTERS, growth_email, growth_phone, person_email, person_phone
-from identity import services
-from identity.db import create_db_engine, run_in_transaction, run_read_only
-from identity.locking import identifier_keys, lock_keys
+from identity.graph import services
 from identity.normalize import Identifiers
 from identity.settings import Secret, Settings
+from identity.storage.db import create_db_engine, run_in_transaction, run_read_only
+from identity.storage.locking import identifier_keys, lock_keys
 from tests.support.round_trips import count_round_trips
 
 

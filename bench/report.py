@@ -128,7 +128,7 @@ def growth_tables(label: str, entry: dict[str, Any]) -> list[str]:
         lines += [
             f"### Messages per request at {label} (BEGIN and COMMIT included)",
             "",
-            "As POST /identify sends them now; the portable path (identity/services.py, what",
+            "As POST /identify sends them now; the portable path (identity/graph/services.py, what",
             "SQLite runs) on PostgreSQL; and the original path of commit da8a98e (pool",
             "pre-ping, BEGIN, advisory locks, roots, members, write, COMMIT).",
             "",
@@ -241,7 +241,7 @@ def write(results: dict[str, Any], out_dir: Path) -> None:
         "## Sync: /identify vs the database's own ceiling",
         "",
         "wrk (bench/identify.lua) against gunicorn; the ceiling is pgbench running the same",
-        "SQL and locks per request (scripts generated from identity/pg_identify.py, in",
+        "SQL and locks per request (scripts generated from identity/graph/pg_identify.py, in",
         "docs/benchmarks/pgbench/) in the same run. Mix: 68% repeat lookups (email, phone or",
         "both), 5% hot keys (10 persons), 12% new secondaries, 12% new persons, 3% merges.",
         "errors = non-2xx other than 503, plus socket errors and timeouts; load = the",

@@ -13,8 +13,8 @@ from flask.testing import FlaskClient
 from sqlalchemy.engine import Engine
 
 from api import create_app
-from identity.db import create_db_engine
 from identity.settings import Secret, Settings
+from identity.storage.db import create_db_engine
 from tests.support.async_stack import RedisServer
 from tests.support.db import create_pg_database, drop_pg_database, migrate, reset_contacts
 from tests.support.processes import PrivatePostgres, start_private_postgres

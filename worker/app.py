@@ -9,10 +9,10 @@ from celery import Celery, signals
 from kombu import Queue
 from sqlalchemy.engine import Engine
 
-from identity.db import create_db_engine
-from identity.events import queue_name
+from identity.events.messages import queue_name
 from identity.guards.policy import GuardPolicy
 from identity.settings import Settings
+from identity.storage.db import create_db_engine
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from datetime import timedelta
 import redis
 from sqlalchemy.engine import Engine
 
-from identity.db import run_in_transaction, run_snapshot
 from identity.feed import changes as feed
 from identity.settings import Settings
+from identity.storage.db import run_in_transaction, run_snapshot
 
 log = logging.getLogger("worker.changes")
 

@@ -18,12 +18,12 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from identity import event_services
-from identity.db import create_db_engine, run_in_transaction
 from identity.errors import InvalidInput
-from identity.events import Event, parse_event
+from identity.events import services as event_services
+from identity.events.messages import Event, parse_event
 from identity.guards.policy import GuardPolicy
 from identity.settings import Settings
+from identity.storage.db import create_db_engine, run_in_transaction
 
 
 def replay(conn: Connection, settings: Settings, event_ids: list[str] | None) -> dict[str, Any]:

@@ -21,11 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from identity.db import create_db_engine, run_in_transaction
 from identity.erasure.services import ErasureRequest, PersonNotFound, erase
 from identity.errors import IdentityError, InvalidInput
 from identity.normalize import normalize_email, normalize_phone, phone_spellings
 from identity.settings import Settings
+from identity.storage.db import create_db_engine, run_in_transaction
 
 _PHONE_LIKE = re.compile(r"\+?[\d\s\-.()]+")
 

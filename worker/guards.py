@@ -16,12 +16,12 @@ import json
 import sys
 from typing import Any
 
-from identity.db import create_db_engine, run_in_transaction
 from identity.guards import store
 from identity.guards.policy import GuardPolicy
-from identity.locking import lock_keys
 from identity.normalize import normalize_email, normalize_phone
 from identity.settings import Settings
+from identity.storage.db import create_db_engine, run_in_transaction
+from identity.storage.locking import lock_keys
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shlex
 import sys
 
-from identity.events import queue_name
+from identity.events.messages import queue_name
 from identity.settings import Settings
 
 

@@ -19,10 +19,10 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
+from identity.events.services import MAX_EVENTS_PER_TRANSACTION, chunked
 from kombu.exceptions import ChannelError
 
-from identity.event_services import MAX_EVENTS_PER_TRANSACTION, chunked
-from identity.events import (
+from identity.events.messages import (
     APPLY_EVENTS_TASK,
     Event,
     parse_events,

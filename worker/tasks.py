@@ -16,16 +16,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from celery import Task
-
-from identity.db import run_in_transaction
-from identity.errors import InvalidInput, Unavailable
-from identity.event_services import (
+from identity.events.services import (
     MAX_EVENTS_PER_TRANSACTION,
     apply_events,
     chunked,
     record_dead_letter,
 )
-from identity.events import APPLY_EVENTS_TASK, MAX_EVENT_ID_LENGTH, Event, parse_event
+
+from identity.errors import InvalidInput, Unavailable
+from identity.events.messages import APPLY_EVENTS_TASK, MAX_EVENT_ID_LENGTH, Event, parse_event
+from identity.storage.db import run_in_transaction
 from worker.app import app, get_engine, get_policy
 
 log = logging.getLogger(__name__)

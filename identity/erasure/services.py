@@ -21,14 +21,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from identity import observe
-from identity.db import utcnow
 from identity.erasure.rules import ClusterErasure, Member, Value, erase_from_cluster
 from identity.errors import IdentityError, InvalidInput, TransientConflict
 from identity.feed import changes as feed
+from identity.graph.reconcile import ClusterView, Row, build_view
 from identity.guards.hashing import EMAIL, PHONE, resolve_key, value_hash
-from identity.locking import advisory_key
-from identity.models import Contact, DeadLetter, ErasedValue, EventInbox, GenericValue, Link
-from identity.reconcile import ClusterView, Row, build_view
+from identity.storage.db import utcnow
+from identity.storage.locking import advisory_key
+from identity.storage.models import Contact, DeadLetter, ErasedValue, EventInbox, GenericValue, Link
 
 contact: Table = Contact.__table__  # type: ignore[assignment]
 link: Table = Link.__table__  # type: ignore[assignment]

@@ -26,8 +26,8 @@ from sqlalchemy import Table, bindparam, delete, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from identity.db import utcnow
-from identity.models import Change, ChangeSubject, FeedState
+from identity.storage.db import utcnow
+from identity.storage.models import Change, ChangeSubject, FeedState
 
 change: Table = Change.__table__  # type: ignore[assignment]
 subject: Table = ChangeSubject.__table__  # type: ignore[assignment]

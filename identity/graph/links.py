@@ -9,7 +9,7 @@ from sqlalchemy import Table, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from identity.models import Link
+from identity.storage.models import Link
 
 link: Table = Link.__table__  # type: ignore[assignment]
 

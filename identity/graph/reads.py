@@ -12,13 +12,13 @@ from typing import Any
 from sqlalchemy import Table, func, or_, select
 from sqlalchemy.engine import Connection
 
-from identity import pg_identify
 from identity.feed import changes as feed
+from identity.graph import pg_identify
 from identity.graph.paths import Contact, Edge, Link, chain, explore
-from identity.models import Contact as ContactModel
-from identity.models import Link as LinkModel
+from identity.graph.reconcile import ClusterView, Row, build_view
 from identity.normalize import Identifiers
-from identity.reconcile import ClusterView, Row, build_view
+from identity.storage.models import Contact as ContactModel
+from identity.storage.models import Link as LinkModel
 
 contact: Table = ContactModel.__table__  # type: ignore[assignment]
 link: Table = LinkModel.__table__  # type: ignore[assignment]

@@ -17,7 +17,7 @@ from sqlalchemy import Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from identity.models import ServiceKey
+from identity.storage.models import ServiceKey
 
 service_key: Table = ServiceKey.__table__  # type: ignore[assignment]
 

@@ -15,12 +15,12 @@ from typing import Any
 from sqlalchemy import Table, delete, insert, select, text, tuple_, union
 from sqlalchemy.engine import Connection
 
-from identity.db import utcnow
 from identity.feed import changes as feed
 from identity.guards.hashing import EMAIL, PHONE, resolve_key, value_hash
 from identity.guards.policy import FIELD, GuardPolicy, Marks, Value
-from identity.locking import lock_keys
-from identity.models import Contact, ErasedValue, GenericValue, Link
+from identity.storage.db import utcnow
+from identity.storage.locking import lock_keys
+from identity.storage.models import Contact, ErasedValue, GenericValue, Link
 
 contact: Table = Contact.__table__  # type: ignore[assignment]
 link: Table = Link.__table__  # type: ignore[assignment]

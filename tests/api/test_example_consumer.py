@@ -20,9 +20,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from identity.db import run_in_transaction
 from identity.feed import changes as feed
 from identity.settings import Secret, Settings
+from identity.storage.db import run_in_transaction
 from tests.support.async_stack import RedisServer
 from tests.support.db import ROOT
 from tests.support.server import Server, serve

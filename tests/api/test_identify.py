@@ -14,9 +14,9 @@ from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 
 from api import create_app
-from identity.models import Contact
 from identity.normalize import normalize_identifiers
 from identity.settings import Settings
+from identity.storage.models import Contact
 from tests.support.invariants import assert_consistent
 from tests.support.rows import count_contacts, links, snapshot
 

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 
 from api import create_app
 from api.openapi import document
-from identity.db import create_db_engine
+from identity.storage.db import create_db_engine
 from tests.conftest import make_settings
 from tests.support.db import reset_contacts
 from tests.support.invariants import check_invariants

@@ -8,10 +8,11 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from identity import event_services, services
-from identity.db import run_in_transaction
-from identity.events import Event
+from identity.events import services as event_services
+from identity.events.messages import Event
+from identity.graph import services
 from identity.normalize import Identifiers
+from identity.storage.db import run_in_transaction
 from tests.support.db import reset_contacts
 from tests.support.invariants import assert_consistent
 

@@ -24,12 +24,12 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from identity import services
-from identity.batch import plan_batch
-from identity.db import run_in_transaction
+from identity.graph import services
+from identity.graph.batch import plan_batch
+from identity.graph.reconcile import Row
 from identity.normalize import Identifiers
-from identity.reconcile import Row
 from identity.settings import Settings
+from identity.storage.db import run_in_transaction
 from tests.conftest import opened_app
 from tests.support.async_stack import (
     AsyncStack,

@@ -19,7 +19,7 @@ from flask import Flask
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from identity.events import partition_for
+from identity.events.messages import partition_for
 from identity.settings import Settings
 from tests.conftest import opened_app
 from tests.support.async_stack import (

@@ -94,7 +94,7 @@ def insert_contacts(engine: Engine, contacts: list[tuple[Any, ...]]) -> None:
 
     def stamp(minutes: int) -> Any:
         at = T0 + timedelta(minutes=minutes)
-        # The service stores naive UTC on SQLite (identity.db.UTCDateTime).
+        # The service stores naive UTC on SQLite (identity.storage.db.UTCDateTime).
         return at.replace(tzinfo=None).isoformat(sep=" ") if sqlite else at
 
     with engine.begin() as conn:

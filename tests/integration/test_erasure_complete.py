@@ -7,12 +7,12 @@ import subprocess
 
 import pytest
 from flask.testing import FlaskClient
+from identity.events.services import accept_events, record_dead_letter
 from sqlalchemy.engine import Engine, make_url
 
-from identity.db import run_in_transaction
-from identity.event_services import accept_events, record_dead_letter
-from identity.events import Event
+from identity.events.messages import Event
 from identity.normalize import Identifiers
+from identity.storage.db import run_in_transaction
 
 EMAIL = "marguerite.zyx@shop.test"
 PHONE = "+14155552671"  # E.164 of (415) 555-2671

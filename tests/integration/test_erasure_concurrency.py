@@ -18,13 +18,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from identity.events.services import apply_events
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
-from identity.db import create_db_engine, run_in_transaction
-from identity.event_services import apply_events
-from identity.events import Event
+from identity.events.messages import Event
 from identity.normalize import Identifiers
+from identity.storage.db import create_db_engine, run_in_transaction
 from tests.conftest import make_settings
 from tests.support.db import reset_contacts
 from tests.support.graph import assertion_clusters, live_primaries, replay
@@ -215,14 +215,16 @@ def test_a_writer_waiting_on_a_root_that_a_split_demotes_lands_under_the_new_roo
         go = threading.Barrier(2)
         results: dict[str, Any] = {}
 
-        def erase() -> None:
+        def erase(go: threading.Barrier = go, out: dict[str, Any] = results) -> None:
             go.wait()
-            results["erase"] = server.request("POST", "/erasures", {"phoneNumber": p1})
+            out["erase"] = server.request("POST", "/erasures", {"phoneNumber": "5550001"})
 
-        def identify() -> None:
+        def identify(
+            go: threading.Barrier = go, out: dict[str, Any] = results, email: str = e2
+        ) -> None:
             go.wait()
-            results["identify"] = server.request(
-                "POST", "/identify", {"email": e2, "phoneNumber": p9}
+            out["identify"] = server.request(
+                "POST", "/identify", {"email": email, "phoneNumber": "5550009"}
             )
 
         threads = [threading.Thread(target=erase), threading.Thread(target=identify)]

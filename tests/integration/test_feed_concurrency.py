@@ -22,14 +22,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from identity.events.services import apply_events
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from identity.db import create_db_engine, run_in_transaction
-from identity.event_services import apply_events
-from identity.events import Event
+from identity.events.messages import Event
 from identity.feed import changes as feed
 from identity.normalize import normalize_identifiers
+from identity.storage.db import create_db_engine, run_in_transaction
 from tests.conftest import make_settings
 from tests.support.db import reset_contacts
 from tests.support.graph import (

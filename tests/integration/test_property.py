@@ -19,14 +19,14 @@ from typing import Any
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from identity.events.services import apply_events
 from sqlalchemy.engine import Engine
 
-from identity.db import run_in_transaction
-from identity.event_services import apply_events
-from identity.events import Event
+from identity.events.messages import Event
 from identity.guards.policy import GuardPolicy
 from identity.normalize import normalize_identifiers, phone_spellings
 from identity.settings import Secret, Settings
+from identity.storage.db import run_in_transaction
 from tests.conftest import opened_app
 from tests.support.db import reset_contacts
 from tests.support.graph import assertion_clusters, live_primaries, replay, stored_links

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
 from identity import observe
-from identity.db import run_in_transaction
+from identity.storage.db import run_in_transaction
 
 pytestmark = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 

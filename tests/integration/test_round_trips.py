@@ -14,12 +14,12 @@ import pytest
 from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 
-from identity import services
-from identity.db import create_db_engine, run_in_transaction, run_read_only
+from identity.graph import services
+from identity.graph.reconcile import ClusterView
 from identity.guards.policy import GuardPolicy
-from identity.models import Contact
 from identity.normalize import Identifiers
-from identity.reconcile import ClusterView
+from identity.storage.db import create_db_engine, run_in_transaction, run_read_only
+from identity.storage.models import Contact
 from tests.conftest import make_settings
 from tests.support.db import reset_contacts
 from tests.support.invariants import check_invariants
@@ -29,7 +29,7 @@ SIZE = 300
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 # Messages per rule (each one cursor execute; the COMMIT and the pool's pre-ping come on
-# top). Every request first reads without locks (identity/pg_identify.py); a repeat
+# top). Every request first reads without locks (identity/graph/pg_identify.py); a repeat
 # lookup (rule 4) ends there. Otherwise: locks+roots, then rule 1 inserts; rules 2 and 3
 # read the answer and write (a merging request holds two known identifiers, so it
 # never inserts).

@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from identity.batch import BatchPlan, ClusterOf, NewRef, plan_batch
+from identity.graph.batch import BatchPlan, ClusterOf, NewRef, plan_batch
+from identity.graph.reconcile import Insert, Row, decide
 from identity.normalize import Identifiers
-from identity.reconcile import Insert, Row, decide
 
 NOW = datetime(2025, 1, 1, 12, tzinfo=UTC)
 

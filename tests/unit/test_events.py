@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from identity.errors import InvalidInput
-from identity.events import (
+from identity.events.messages import (
     Event,
     InvalidEvents,
     parse_event,

@@ -7,8 +7,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from identity.normalize import Identifiers
-from identity.reconcile import (
+from identity.graph.reconcile import (
     ClusterView,
     Decision,
     Insert,
@@ -17,6 +16,7 @@ from identity.reconcile import (
     decide,
     decide_held,
 )
+from identity.normalize import Identifiers
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

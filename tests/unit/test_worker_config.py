@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from identity.events import APPLY_EVENTS_TASK
+from identity.events.messages import APPLY_EVENTS_TASK
 from identity.settings import Secret, Settings
 from worker import app
 from worker.app import create_celery

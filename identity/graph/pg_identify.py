@@ -30,9 +30,9 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from identity import observe
-from identity.db import utcnow
 from identity.errors import TransientConflict
 from identity.feed.changes import CONTACT_ADDED, PERSON_CREATED
+from identity.graph.reconcile import ClusterView, Insert, Row, decide_held
 from identity.guards.hashing import EMAIL, PHONE, resolve_key, value_hash
 from identity.guards.policy import (
     AllIgnored,
@@ -44,9 +44,9 @@ from identity.guards.policy import (
     values_of,
 )
 from identity.guards.store import mark_generic
-from identity.locking import advisory_key, identifier_keys
 from identity.normalize import Identifiers
-from identity.reconcile import ClusterView, Insert, Row, decide_held
+from identity.storage.db import utcnow
+from identity.storage.locking import advisory_key, identifier_keys
 
 # ``= ANY(ARRAY(...))`` rather than ``IN (...)``: the planner cannot know that 5,000 rows
 # holding one email have one root, and with IN it chose a hash join over the whole

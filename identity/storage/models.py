@@ -20,7 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from identity.db import UTCDateTime
+from identity.storage.db import UTCDateTime
 
 # Constraint names are stable across databases and migrations.
 NAMING_CONVENTION = {

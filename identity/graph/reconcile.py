@@ -121,7 +121,7 @@ def decide_held(
     """Rules 1-4 when the caller already knows whether the clusters of ``roots`` hold
     the request's email and phone, and whether one live contact or one link holds the
     pair itself (PostgreSQL answers that in SQL, without loading the members:
-    ``identity.pg_identify``)."""
+    ``identity.graph.pg_identify``)."""
     if not roots:
         return Decision(primary_id=None, demote=(), insert=Insert.PRIMARY)  # rule 1
     winner = min(roots, key=lambda r: r.age)

@@ -9,17 +9,18 @@ from typing import Any
 from sqlalchemy import Table, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
-from identity import observe, pg_identify
-from identity.db import utcnow
+from identity import observe
 from identity.errors import TransientConflict
 from identity.feed import changes as feed
+from identity.graph import pg_identify
 from identity.graph.links import linked_pairs, record_links
+from identity.graph.reconcile import ClusterView, Insert, Row, build_view, decide
 from identity.guards.policy import AllIgnored, GuardPolicy, record_ignored, screen, values_of
 from identity.guards.store import load_marks, mark_generic
-from identity.locking import identifier_keys, lock_keys
-from identity.models import Contact
 from identity.normalize import Identifiers
-from identity.reconcile import ClusterView, Insert, Row, build_view, decide
+from identity.storage.db import utcnow
+from identity.storage.locking import identifier_keys, lock_keys
+from identity.storage.models import Contact
 
 contact: Table = Contact.__table__  # type: ignore[assignment]
 c = contact.c

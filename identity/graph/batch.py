@@ -19,8 +19,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from identity.graph.reconcile import Row, needs_link
 from identity.normalize import Identifiers
-from identity.reconcile import Row, needs_link
 
 
 @dataclass(frozen=True)

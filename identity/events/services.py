@@ -1,7 +1,7 @@
 """Event use cases: apply a batch set-based, the durable inbox, and dead letters.
 
 Each function takes an open connection; the caller owns the transaction
-(``identity.db.run_in_transaction``). See docs/ASYNC.md for the data flow.
+(``identity.storage.db.run_in_transaction``). See docs/ASYNC.md for the data flow.
 """
 
 from __future__ import annotations
@@ -29,19 +29,19 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 
-from identity.batch import ClusterOf, NewRef, PlannedChange, Ref, plan_batch
-from identity.db import utcnow
 from identity.errors import TransientConflict
-from identity.events import Event
+from identity.events.messages import Event
 from identity.feed import changes as feed
+from identity.graph.batch import ClusterOf, NewRef, PlannedChange, Ref, plan_batch
 from identity.graph.links import linked_pairs, record_links
+from identity.graph.reconcile import Row
+from identity.graph.services import MAX_ROOT_CHASES
 from identity.guards.policy import GuardPolicy, record_ignored, screen, values_of
 from identity.guards.store import load_marks, mark_generic
-from identity.locking import advisory_key, identifier_keys, lock_keys
-from identity.models import Contact, DeadLetter, EventInbox, ProcessedEvent
 from identity.normalize import Identifiers
-from identity.reconcile import Row
-from identity.services import MAX_ROOT_CHASES
+from identity.storage.db import utcnow
+from identity.storage.locking import advisory_key, identifier_keys, lock_keys
+from identity.storage.models import Contact, DeadLetter, EventInbox, ProcessedEvent
 
 contact: Table = Contact.__table__  # type: ignore[assignment]
 ledger: Table = ProcessedEvent.__table__  # type: ignore[assignment]
@@ -256,7 +256,7 @@ def apply_events(
     Takes every identifier lock of the batch at once (sorted, so batches and requests
     never deadlock on them), skips events the ledger already holds, then loads the
     matching rows and locks their roots in O(1) queries, plans the whole batch in
-    memory (``identity.batch.plan_batch``) and writes the difference with one
+    memory (``identity.graph.batch.plan_batch``) and writes the difference with one
     multi-row INSERT and one UPDATE. Accepted inbox rows of the batch are deleted in
     the same transaction.
 

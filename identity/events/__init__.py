@@ -1,0 +1,2 @@
+"""Asynchronous events: validation and routing (``messages``); applying batches, the
+inbox and dead letters (``services``)."""
