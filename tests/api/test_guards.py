@@ -136,6 +136,17 @@ def test_the_request_crossing_the_threshold_marks_the_value_and_goes_on_without_
     assert len(changes(client, "guard.marked")) == 1
 
 
+def test_a_partner_that_is_itself_ignored_does_not_count(client: FlaskClient) -> None:
+    for i in range(THRESHOLD):
+        identify(client, f"c{i}@shop.test", COUNTER)
+    # Blocked emails would be partners THRESHOLD + 1, + 2: they are not partners at all.
+    for junk in ("null@shop.test", "anyone@example.org"):
+        answer = identify(client, junk, COUNTER)
+        assert answer["ignored"] == [{"field": "email", "reason": "blocked"}]
+    assert get(client, "/guards")["generic"] == []
+    assert "ignored" not in identify(client, "c0@shop.test", COUNTER)
+
+
 def test_get_guards_lists_patterns_generic_values_and_the_suppressed_count(
     client: FlaskClient,
 ) -> None:
