@@ -258,6 +258,24 @@ def test_mark_refuses_a_body_that_is_not_a_json_object(client: FlaskClient) -> N
     assert response.status_code == 415
 
 
+def test_events_posted_without_a_broker_are_screened_with_the_apps_guards(
+    client: FlaskClient, engine: Engine
+) -> None:
+    """The embedded /events applies with the app's policy (its threshold, not the default)."""
+    events = [
+        {"eventId": f"ev-{i}", "email": f"c{i}@shop.test", "phoneNumber": COUNTER}
+        for i in range(THRESHOLD + 1)
+    ]
+    events.append({"eventId": "ev-junk", "email": "none@shop.test", "phoneNumber": "0123456789"})
+    assert post(client, "/events", events, 202)["status"] == "applied"
+    with engine.connect() as conn:
+        notes = dict(conn.execute(text("SELECT event_id, ignored FROM processed_event")).all())
+    assert notes[f"ev-{THRESHOLD}"] == "phoneNumber:generic"
+    assert notes["ev-junk"] == "email:blocked,phoneNumber:blocked"
+    assert [g["value"] for g in get(client, "/guards")["generic"]] == [COUNTER]
+    assert "none@shop.test" not in stored_values(engine)
+
+
 # --- The lock-free repeat lookup and reads -------------------------------------------------
 
 
