@@ -95,7 +95,9 @@ def test_the_cli_lists_marks_clears_and_prunes(
     assert [g["id"] for g in json.loads(cli(settings, tmp_path, "list").stdout)["generic"]] == [
         guard["id"]
     ]
-    assert cli(settings, tmp_path, "mark", "--email", "not-an-address").returncode != 0
+    bad = cli(settings, tmp_path, "mark", "--email", "not-an-address")
+    assert bad.returncode == 2 and "email must look like an address" in bad.stderr
+    assert "Traceback" not in bad.stderr
 
     cleared = cli(settings, tmp_path, "clear", str(guard["id"]))
     assert cleared.returncode == 0, cleared.stderr
