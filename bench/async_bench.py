@@ -24,12 +24,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from identity.events.services import MAX_EVENTS_PER_TRANSACTION, apply_events, chunked
 from sqlalchemy import text
 
 from bench import seed
 from bench.growth import make_engine
 from identity.events.messages import Event, split_by_partition
+from identity.events.services import MAX_EVENTS_PER_TRANSACTION, apply_events, chunked
 from identity.normalize import Identifiers
 from identity.settings import Secret, Settings
 from identity.storage.db import run_in_transaction

@@ -16,6 +16,7 @@ import json
 import sys
 from typing import Any
 
+from identity.errors import InvalidInput
 from identity.guards import store
 from identity.guards.policy import GuardPolicy
 from identity.normalize import normalize_email, normalize_phone
@@ -55,10 +56,13 @@ def main(argv: list[str] | None = None) -> int:
                     "suppressed": store.count_suppressed(conn),
                 }
         elif args.command == "mark":
-            if args.email is not None:
-                value = ("e", normalize_email(args.email))
-            else:
-                value = ("p", normalize_phone(args.phone, settings.default_phone_region))
+            try:
+                if args.email is not None:
+                    value = ("e", normalize_email(args.email))
+                else:
+                    value = ("p", normalize_phone(args.phone, settings.default_phone_region))
+            except InvalidInput as error:
+                parser.error(str(error))  # exits 2 with the usage, not a traceback
             if value[1] is None:
                 parser.error("the value is empty")
 

@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
-from identity.events.services import MAX_EVENTS_PER_TRANSACTION, chunked
 from kombu.exceptions import ChannelError
 
 from identity.events.messages import (
@@ -29,6 +28,7 @@ from identity.events.messages import (
     queue_name,
     split_by_partition,
 )
+from identity.events.services import MAX_EVENTS_PER_TRANSACTION, chunked
 from identity.settings import Settings
 from worker.app import PUBLISH_RETRY_POLICY, create_celery
 

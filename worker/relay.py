@@ -21,11 +21,11 @@ import signal
 import time
 from typing import Any
 
-from identity.events.services import claim_stale, claim_unpublished, mark_published
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
 from identity.events.messages import partition_for
+from identity.events.services import claim_stale, claim_unpublished, mark_published
 from identity.settings import Settings
 from identity.storage.db import create_db_engine, run_in_transaction
 from identity.storage.locking import advisory_key

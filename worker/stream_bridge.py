@@ -24,11 +24,11 @@ import time
 from typing import Any
 
 import redis
-from identity.events.services import accept_events, record_dead_letter
 from sqlalchemy.engine import Connection, Engine
 
 from identity.errors import InvalidInput
 from identity.events.messages import MAX_EVENT_ID_LENGTH, Event, parse_event
+from identity.events.services import accept_events, record_dead_letter
 from identity.settings import Settings
 from identity.storage.db import create_db_engine, run_in_transaction
 

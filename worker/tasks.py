@@ -16,15 +16,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from celery import Task
+
+from identity.errors import InvalidInput, Unavailable
+from identity.events.messages import APPLY_EVENTS_TASK, MAX_EVENT_ID_LENGTH, Event, parse_event
 from identity.events.services import (
     MAX_EVENTS_PER_TRANSACTION,
     apply_events,
     chunked,
     record_dead_letter,
 )
-
-from identity.errors import InvalidInput, Unavailable
-from identity.events.messages import APPLY_EVENTS_TASK, MAX_EVENT_ID_LENGTH, Event, parse_event
 from identity.storage.db import run_in_transaction
 from worker.app import app, get_engine, get_policy
 

@@ -7,10 +7,10 @@ import subprocess
 
 import pytest
 from flask.testing import FlaskClient
-from identity.events.services import accept_events, record_dead_letter
 from sqlalchemy.engine import Engine, make_url
 
 from identity.events.messages import Event
+from identity.events.services import accept_events, record_dead_letter
 from identity.normalize import Identifiers
 from identity.storage.db import run_in_transaction
 

@@ -18,11 +18,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from identity.events.services import apply_events
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
 from identity.events.messages import Event
+from identity.events.services import apply_events
 from identity.normalize import Identifiers
 from identity.storage.db import create_db_engine, run_in_transaction
 from tests.conftest import make_settings

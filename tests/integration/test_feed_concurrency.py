@@ -22,11 +22,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from identity.events.services import apply_events
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from identity.events.messages import Event
+from identity.events.services import apply_events
 from identity.feed import changes as feed
 from identity.normalize import normalize_identifiers
 from identity.storage.db import create_db_engine, run_in_transaction

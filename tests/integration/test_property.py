@@ -19,10 +19,10 @@ from typing import Any
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from identity.events.services import apply_events
 from sqlalchemy.engine import Engine
 
 from identity.events.messages import Event
+from identity.events.services import apply_events
 from identity.guards.policy import GuardPolicy
 from identity.normalize import normalize_identifiers, phone_spellings
 from identity.settings import Secret, Settings
