@@ -10,7 +10,8 @@ Create Date: 2026-11-30 02:00:00
   erased: an event accepted before that and applied after it is applied without the
   value; ``suppressed`` ones are ignored from then on (SPEC "Guards").
 - ``service_key``: the hash key used when SUPPRESSION_HASH_KEY is not set (one row).
-- ``generic_value``: values marked generic (a shop's counter phone), listed for operators.
+- ``generic_value``: values marked generic (a shop's counter phone), listed for operators;
+  a mark an operator cleared stays with ``cleared_at`` and ``baseline`` (its partners then).
 - ``processed_event.ignored``: which fields a guard ignored when the event was applied.
 """
 
@@ -57,6 +58,8 @@ def upgrade() -> None:
         sa.Column("partners", sa.Integer(), nullable=False),
         sa.Column("marked_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("cause", sa.Text(), nullable=True),
+        sa.Column("cleared_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("baseline", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_generic_value")),
     )
     op.create_index(

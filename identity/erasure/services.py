@@ -404,15 +404,13 @@ def _drop_generic_marks(conn: Connection, values: set[Value], cause: str | None)
     cleared: list[int] = []
     for kind, value in sorted(values):
         field_name = EMAIL if kind == "e" else PHONE
-        cleared += (
-            conn.execute(
-                delete(generic_value)
-                .where(generic_value.c.field == field_name, generic_value.c.value == value)
-                .returning(generic_value.c.id)
-            )
-            .scalars()
-            .all()
-        )
+        # Cleared marks hold the value too: every row of it goes; active marks count.
+        rows = conn.execute(
+            delete(generic_value)
+            .where(generic_value.c.field == field_name, generic_value.c.value == value)
+            .returning(generic_value.c.id, generic_value.c.cleared_at)
+        ).all()
+        cleared += [r.id for r in rows if r.cleared_at is None]
     feed.record(
         conn,
         [

@@ -123,8 +123,8 @@ m AS MATERIALIZED (
     + _PAIR_HELD
     + ","
     + """
-    (EXISTS (SELECT 1 FROM generic_value WHERE (field = 'email' AND value = %(e)s)
-                                            OR (field = 'phoneNumber' AND value = %(p)s))
+    (EXISTS (SELECT 1 FROM generic_value WHERE cleared_at IS NULL
+             AND ((field = 'email' AND value = %(e)s) OR (field = 'phoneNumber' AND value = %(p)s)))
      OR EXISTS (SELECT 1 FROM erased_value WHERE suppressed
                 AND value_hash IN (%(he)s, %(hp)s)))"""
 )
@@ -133,19 +133,30 @@ m AS MATERIALIZED (
 # message as the locks): generic marks, suppressed hashes, and each value's direct
 # partners of the other kind, at most threshold + 1 (identity.guards.store reads the same).
 _GUARDS = """
+WITH g AS (
+    SELECT field, cleared_at, baseline FROM generic_value
+    WHERE (field = 'email' AND value = %(e)s) OR (field = 'phoneNumber' AND value = %(p)s)),
+b AS (
+    SELECT coalesce((SELECT baseline FROM g WHERE field = 'email' AND cleared_at IS NOT NULL),
+                    0) AS e,
+           coalesce((SELECT baseline FROM g WHERE field = 'phoneNumber'
+                     AND cleared_at IS NOT NULL), 0) AS p)
 SELECT
-    EXISTS (SELECT 1 FROM generic_value WHERE field = 'email' AND value = %(e)s),
-    EXISTS (SELECT 1 FROM generic_value WHERE field = 'phoneNumber' AND value = %(p)s),
+    EXISTS (SELECT 1 FROM g WHERE field = 'email' AND cleared_at IS NULL),
+    EXISTS (SELECT 1 FROM g WHERE field = 'phoneNumber' AND cleared_at IS NULL),
     EXISTS (SELECT 1 FROM erased_value WHERE suppressed AND value_hash = %(he)s),
     EXISTS (SELECT 1 FROM erased_value WHERE suppressed AND value_hash = %(hp)s),
     CASE WHEN %(count)s THEN ARRAY(SELECT y FROM (
         SELECT phone_number AS y FROM contact WHERE deleted_at IS NULL AND email = %(e)s
             AND phone_number IS NOT NULL
-        UNION SELECT phone_number FROM link WHERE email = %(e)s) z LIMIT %(n)s) END,
+        UNION SELECT phone_number FROM link WHERE email = %(e)s) z
+        LIMIT %(n)s + (SELECT e FROM b)) END,
     CASE WHEN %(count)s THEN ARRAY(SELECT y FROM (
         SELECT email AS y FROM contact WHERE deleted_at IS NULL AND phone_number = %(p)s
             AND email IS NOT NULL
-        UNION SELECT email FROM link WHERE phone_number = %(p)s) z LIMIT %(n)s) END"""
+        UNION SELECT email FROM link WHERE phone_number = %(p)s) z
+        LIMIT %(n)s + (SELECT p FROM b)) END,
+    (SELECT e FROM b), (SELECT p FROM b)"""
 
 # A new contact and its change (person.created or contact.added) in one statement.
 _INSERT = """
@@ -280,6 +291,10 @@ def _screen(
     if count:
         marks.partners[("e", e)] = set(row[4])  # type: ignore[index]
         marks.partners[("p", p)] = set(row[5])  # type: ignore[index]
+    if row[6]:
+        marks.baseline[("e", e)] = row[6]  # type: ignore[index]
+    if row[7]:
+        marks.baseline[("p", p)] = row[7]  # type: ignore[index]
     return screen(identifiers, policy, marks)
 
 

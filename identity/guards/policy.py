@@ -114,8 +114,11 @@ class Marks:
     suppressed: set[Value] = field(default_factory=set)
     erased_at: dict[Value, datetime] = field(default_factory=dict)
     #: value -> its direct partners of the other kind (contacts and links), at most
-    #: threshold + 1 of them (enough to decide a crossing)
+    #: threshold + baseline + 1 of them (enough to decide a crossing)
     partners: dict[Value, set[str]] = field(default_factory=dict)
+    #: a value whose generic mark an operator cleared -> the partners it had then: it may
+    #: gain GENERIC_THRESHOLD more before it is marked again
+    baseline: dict[Value, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -178,7 +181,8 @@ def screen(
             if partner not in kept:  # the partner was just marked generic itself
                 continue
             known = marks.partners.setdefault(value, set())
-            if partner[1] not in known and len(known) + 1 > policy.generic_threshold:
+            allowed = policy.generic_threshold + marks.baseline.get(value, 0)
+            if partner[1] not in known and len(known) + 1 > allowed:
                 marks.generic.add(value)
                 newly.append((value, len(known) + 1))
                 kept.remove(value)

@@ -12,7 +12,8 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, delete, insert, select, text, tuple_, union
+from sqlalchemy import Table, delete, select, text, tuple_, union, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from identity.feed import changes as feed
@@ -47,14 +48,23 @@ def load_marks(
     if not wanted:
         return marks
     rows = conn.execute(
-        select(generic_value.c.field, generic_value.c.value).where(
+        select(
+            generic_value.c.field,
+            generic_value.c.value,
+            generic_value.c.cleared_at,
+            generic_value.c.baseline,
+        ).where(
             tuple_(generic_value.c.field, generic_value.c.value).in_(
                 [(_kind(v), v[1]) for v in wanted]
             )
         )
     ).all()
     kinds = {EMAIL: "e", PHONE: "p"}
-    marks.generic = {(kinds[r.field], r.value) for r in rows}
+    for r in rows:
+        if r.cleared_at is None:
+            marks.generic.add((kinds[r.field], r.value))
+        else:
+            marks.baseline[(kinds[r.field], r.value)] = r.baseline
     key = resolve_key(conn, policy.configured_key)
     hashes = {value_hash(key, _kind(v), v[1]): v for v in wanted}
     erased = conn.execute(
@@ -62,14 +72,17 @@ def load_marks(
             erased_value.c.value_hash, erased_value.c.erased_at, erased_value.c.suppressed
         ).where(erased_value.c.value_hash.in_(sorted(hashes)))
     ).all()
-    for r in erased:
-        value = hashes[r.value_hash]
-        if r.suppressed:
+    for h in erased:
+        value = hashes[h.value_hash]
+        if h.suppressed:
             marks.suppressed.add(value)
         elif with_erased:
-            marks.erased_at[value] = r.erased_at
+            marks.erased_at[value] = h.erased_at
     if policy.generic_threshold > 0:
-        marks.partners = partners(conn, sorted(set(count_partners)), policy.generic_threshold + 1)
+        extra = max(marks.baseline.values(), default=0)
+        marks.partners = partners(
+            conn, sorted(set(count_partners)), policy.generic_threshold + 1 + extra
+        )
     return marks
 
 
@@ -121,13 +134,27 @@ def mark_generic(
     now = now or utcnow()
     ids = []
     changes = []
+    module: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
     for value, count in marked:
+        stmt = module.insert(generic_value).values(
+            field=FIELD[value[0]],
+            value=value[1],
+            partners=count,
+            marked_at=now,
+            cause=cause,
+            baseline=0,
+        )
+        # A value marked again after an operator cleared it keeps its row (and id).
         guard_id = conn.execute(
-            insert(generic_value)
-            .values(
-                field=FIELD[value[0]], value=value[1], partners=count, marked_at=now, cause=cause
-            )
-            .returning(generic_value.c.id)
+            stmt.on_conflict_do_update(
+                index_elements=[generic_value.c.field, generic_value.c.value],
+                set_={
+                    "partners": stmt.excluded.partners,
+                    "marked_at": stmt.excluded.marked_at,
+                    "cause": stmt.excluded.cause,
+                    "cleared_at": None,
+                },
+            ).returning(generic_value.c.id)
         ).scalar_one()
         ids.append(guard_id)
         changes.append(
@@ -138,7 +165,11 @@ def mark_generic(
 
 
 def list_generic(conn: Connection) -> list[dict[str, Any]]:
-    rows = conn.execute(select(generic_value).order_by(generic_value.c.id)).all()
+    rows = conn.execute(
+        select(generic_value)
+        .where(generic_value.c.cleared_at.is_(None))
+        .order_by(generic_value.c.id)
+    ).all()
     return [
         {
             "id": r.id,
@@ -159,14 +190,25 @@ def count_suppressed(conn: Connection) -> int:
 def clear_generic(conn: Connection, guard_id: int, cause: str | None) -> bool:
     """Unmark a generic value (it may gain GENERIC_THRESHOLD more partners); False when
     no such mark. Recorded as guard.cleared without the value."""
+    active = generic_value.c.cleared_at.is_(None)
     row = conn.execute(
-        select(generic_value.c.field, generic_value.c.value).where(generic_value.c.id == guard_id)
+        select(generic_value.c.field, generic_value.c.value).where(
+            generic_value.c.id == guard_id, active
+        )
     ).first()
     if row is None:
         return False
     # Under the value's identifier lock, like every writer counting its partners.
+    value: Value = ("e" if row.field == EMAIL else "p", row.value)
     lock_keys(conn, [("e:" if row.field == EMAIL else "p:") + row.value])
-    gone = conn.execute(delete(generic_value).where(generic_value.c.id == guard_id)).rowcount
+    # Kept (without the mark) with the partners it has now: it may gain
+    # GENERIC_THRESHOLD more before it is marked again (SPEC).
+    now_partners = len(partners(conn, [value], 2**31 - 1).get(value, set()))
+    gone = conn.execute(
+        update(generic_value)
+        .where(generic_value.c.id == guard_id, active)
+        .values(cleared_at=utcnow(), baseline=now_partners)
+    ).rowcount
     if not gone:
         return False
     feed.record(

@@ -249,5 +249,8 @@ class GenericValue(Base):
     partners: Mapped[int] = mapped_column(Integer)
     marked_at: Mapped[datetime] = mapped_column(UTCDateTime())
     cause: Mapped[str | None] = mapped_column(Text)
+    #: set when an operator cleared the mark; ``baseline`` the partners it had then
+    cleared_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    baseline: Mapped[int] = mapped_column(Integer)
 
     __table_args__ = (Index("ix_generic_value_field_value", "field", "value", unique=True),)

@@ -203,29 +203,11 @@ def test_clearing_a_value_that_is_not_generic_is_404(client: FlaskClient) -> Non
     assert changes(client, "guard.cleared") and len(changes(client, "guard.cleared")) == 1
 
 
-def test_a_cleared_value_is_counted_again_from_its_partners_on_record(
-    client: FlaskClient,
-) -> None:
-    """What clearing does today: the value still holds THRESHOLD partners, so the next
-    new one crosses again at once (a repeat of a known pair does not)."""
-    make_generic(client)
-    (guard,) = get(client, "/guards")["generic"]
-    assert client.delete(f"/guards/generic/{guard['id']}").status_code == 204
-    assert "ignored" not in identify(client, "c0@shop.test", COUNTER)
-    again = identify(client, "again@shop.test", COUNTER)
-    assert again["ignored"] == [{"field": "phoneNumber", "reason": "generic"}]
-    assert len(changes(client, "guard.marked")) == 2
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="SPEC: a cleared value may gain GENERIC_THRESHOLD more partners before it is"
-    " marked again; the count is not reset by a clear (needs a baseline kept with the"
-    " clear: a schema change, left to the lead)",
-)
 def test_a_cleared_value_gains_threshold_more_partners_before_it_is_marked_again(
     client: FlaskClient,
 ) -> None:
+    """SPEC: the clear keeps the partners the value had as a baseline; the value is marked
+    again (same guard id) only once it gains GENERIC_THRESHOLD more."""
     make_generic(client)
     (guard,) = get(client, "/guards")["generic"]
     assert client.delete(f"/guards/generic/{guard['id']}").status_code == 204
