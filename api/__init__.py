@@ -29,7 +29,7 @@ def create_app(settings: Settings | None = None) -> Flask:
             settings.safe_database_url,
         )
 
-    from api import auth, errors, events, metrics, openapi, routes
+    from api import auth, errors, events, metrics, openapi, routes, ui
 
     observability.register(app)  # first: every later hook and log line has the request id
     auth.register(app, settings)
@@ -38,4 +38,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(routes.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(events.bp)
+    app.register_blueprint(ui.bp)
     return app

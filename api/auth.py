@@ -2,8 +2,10 @@
 
 Open: ``/healthz`` (load balancers), ``/openapi.json`` (the contract is public) and
 ``/metrics`` (aggregate counters only, no personal data; keep it off the public
-network, see docs/OPERATIONS.md). Everything else, today ``/identify`` and
-``/events`` and any endpoint added later, is closed by default.
+network, see docs/OPERATIONS.md), and the explorer page's own files under ``/ui/``
+(static HTML, JS and CSS; the data calls the page makes need a key like any client).
+Everything else, today ``/identify`` and ``/events`` and any endpoint added later, is
+closed by default.
 """
 
 from __future__ import annotations
@@ -19,7 +21,11 @@ from identity.settings import Settings
 log = logging.getLogger(__name__)
 
 #: Endpoints (Flask endpoint names) that never need a key.
-OPEN_ENDPOINTS = frozenset({"identity.healthz", "metrics.metrics", "openapi.document", "static"})
+OPEN_ENDPOINTS = frozenset(
+    {"identity.healthz", "metrics.metrics", "openapi.document", "static"}
+    # The explorer page's HTML, JS and CSS hold no data; the calls it makes need a key.
+    | {"ui.root", "ui.index", "ui.asset"}
+)
 REALM = "identity-reconciliation"
 
 
