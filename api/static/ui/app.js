@@ -1,6 +1,6 @@
 // The explorer page: plain DOM and SVG, no library, no network beyond this server's API.
 // Every value from the API reaches the page through textContent or setAttribute on a
-// non-URL attribute: never innerHTML. The CSP of /ui forbids inline scripts anyway.
+// non-URL attribute, never parsed as markup. The CSP of /ui forbids inline scripts anyway.
 "use strict";
 
 (function () {
@@ -349,6 +349,7 @@
     showView("person-view");
     state.personId = id;
     state.picked = [];
+    document.body.dataset.renderedPerson = "";
     $("person-title").textContent = "Person of contact #" + id;
     clear($("person-summary")).append(el("p", { text: "Loading…" }));
     for (const box of ["graph", "contacts", "why-answer", "why-picked", "history", "person-erase"]) clear($(box));
@@ -835,6 +836,9 @@
           change.cause ? el("span", { class: "cause", text: "cause " + change.cause }) : null
         )
       );
+    }
+    if (result.data.truncated) {
+      list.append(el("li", { class: "note", text: "Only the oldest " + changes.length + " changes are listed." }));
     }
   }
 
