@@ -16,10 +16,11 @@ IGNORED_METHODS = {"HEAD", "OPTIONS"}
 
 
 def operations_in_app(app: Flask) -> set[tuple[str, str]]:
+    """The JSON API's operations; the explorer page's files (``ui.*``) are not the API."""
     return {
         (rule.rule, method.lower())
         for rule in app.url_map.iter_rules()
-        if rule.endpoint != "static"
+        if rule.endpoint != "static" and not rule.endpoint.startswith("ui.")
         for method in (rule.methods or set()) - IGNORED_METHODS
     }
 
