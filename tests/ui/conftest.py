@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,9 +14,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.support.browser import BrowserMissing, console_errors, start_chromium
 from tests.support.server import Server, serve
+from tests.ui.people import ADMIN_KEY, READ_KEY, Api
 
-READ_KEY = "ui-read-key-5f1c0b7e93"
-ADMIN_KEY = "ui-admin-key-d41d8cd98f"
 WAIT_S = 15
 
 
@@ -44,34 +42,6 @@ def ui_server(pg_url: str) -> Iterator[Server]:
     }
     with serve(env) as server:
         yield server
-
-
-def unique() -> str:
-    """A token that keeps one test's values apart from every other test's."""
-    return uuid.uuid4().hex[:10]
-
-
-class Api:
-    """The JSON API of the server under test, as the page's user (a key) sees it."""
-
-    def __init__(self, server: Server, key: str = ADMIN_KEY) -> None:
-        self.server = server
-        self.key = key
-
-    def call(self, method: str, path: str, body: Any = None, key: str | None = None) -> Any:
-        headers = {"Authorization": f"Bearer {key or self.key}"}
-        return self.server.request_json(method, path, body, headers)
-
-    def identify(self, email: str | None, phone: str | None) -> dict[str, Any]:
-        status, body = self.call("POST", "/identify", {"email": email, "phoneNumber": phone})
-        assert status == 200, body
-        contact: dict[str, Any] = body["contact"]
-        return contact
-
-    def ok(self, method: str, path: str, body: Any = None) -> Any:
-        status, answer = self.call(method, path, body)
-        assert status == 200, (method, path, status, answer)
-        return answer
 
 
 @pytest.fixture

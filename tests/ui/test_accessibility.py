@@ -6,8 +6,8 @@ from __future__ import annotations
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
-from tests.ui.conftest import Api, Explorer, unique
-from tests.ui.test_explorer import glued_person
+from tests.ui.conftest import Explorer
+from tests.ui.people import Api, glued_person, unique
 
 UNLABELLED = """
 return [...document.querySelectorAll('input, select, textarea')].filter(e => {

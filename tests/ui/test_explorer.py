@@ -7,45 +7,8 @@ from typing import Any
 from selenium.webdriver.common.by import By
 
 from tests.support.server import Server
-from tests.ui.conftest import ADMIN_KEY, READ_KEY, Api, Explorer, pairs, unique
-
-
-def glued_person(api: Api, tag: str) -> dict[str, Any]:
-    """Two people glued by one junk phone: 1=(ea, pa), 2=(eb, pb), 3=(ec, pa),
-    4=(ea, junk), then (eb, junk) merges 2 into 1 through a link (no new contact).
-    Erasing the junk phone splits them again: {1, 3, 4} and {2}."""
-    values = {
-        "ea": f"ann.{tag}@shop.test",
-        "eb": f"bob.{tag}@shop.test",
-        "ec": f"ann.work.{tag}@office.test",
-        "pa": f"1{int(tag, 16) % 10**8:08d}1",
-        "pb": f"2{int(tag, 16) % 10**8:08d}2",
-        "junk": f"3{int(tag, 16) % 10**8:08d}3",
-    }
-    first = api.identify(values["ea"], values["pa"])
-    second = api.identify(values["eb"], values["pb"])
-    api.identify(values["ec"], values["pa"])
-    api.identify(values["ea"], values["junk"])
-    merged = api.identify(values["eb"], values["junk"])
-    assert merged["primaryContactId"] == first["primaryContactId"]
-    assert second["primaryContactId"] in merged["secondaryContactIds"]
-    return {**values, "primary": first["primaryContactId"], "absorbed": second["primaryContactId"]}
-
-
-def chain_person(api: Api, tag: str, contacts: int) -> dict[str, Any]:
-    """A person of ``contacts`` contacts in a chain: (e0,p0), (e1,p0), (e1,p1), (e2,p1)...
-
-    No value gains more than two partners, so no guard calls any of them generic.
-    """
-    email = [f"c{i}.{tag}@chain.test" for i in range(contacts)]
-    phone = [f"4{int(tag, 16) % 10**6:06d}{i:04d}" for i in range(contacts)]
-    first = api.identify(email[0], phone[0])
-    for n in range(1, contacts):
-        i = n // 2 + n % 2
-        api.identify(email[i], phone[i - 1] if n % 2 else phone[i])
-    person = api.ok("GET", f"/persons/{first['primaryContactId']}")["contact"]
-    assert 1 + len(person["secondaryContactIds"]) == contacts
-    return {"primary": first["primaryContactId"], "emails": email, "phones": phone}
+from tests.ui.conftest import Explorer, pairs
+from tests.ui.people import ADMIN_KEY, READ_KEY, Api, chain_person, glued_person, unique
 
 
 def test_search_finds_a_person(page: Explorer, api: Api) -> None:

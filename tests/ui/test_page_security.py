@@ -14,7 +14,8 @@ from selenium.webdriver.common.by import By
 from api.ui import STATIC_DIR
 from tests.support.browser import console_errors
 from tests.support.server import Server, serve
-from tests.ui.conftest import ADMIN_KEY, READ_KEY, Api, Explorer, unique
+from tests.ui.conftest import Explorer
+from tests.ui.people import ADMIN_KEY, READ_KEY, Api, unique
 
 PAGE_FILES = ("index.html", "app.js", "app.css")
 

@@ -404,7 +404,8 @@
     renderPicked();
     renderHistory(history);
     const ms = performance.now() - started;
-    document.body.dataset.renderMs = ms.toFixed(1);
+    document.body.dataset.renderMs = ms.toFixed(1); // from the route (API calls included)
+    document.body.dataset.renderedAt = performance.now().toFixed(1); // since navigation start
     document.body.dataset.renderedPerson = String(id);
   }
 
