@@ -492,6 +492,7 @@
       rings.get(depth[i]).push(i);
     }
     const k = 70; // ideal edge length, in SVG units
+    const reach2 = (3 * k) * (3 * k);
     const x = new Float64Array(n);
     const y = new Float64Array(n);
     for (const [d, members] of rings) {
@@ -519,6 +520,7 @@
             ey = 0.1;
             d2 = ex * ex + ey * ey;
           }
+          if (d2 > reach2) continue; // far contacts do not push: a large person stays compact
           const f = (k * k) / d2; // repulsion k^2/d, along the unit vector (e/d)
           dx[i] += ex * f;
           dy[i] += ey * f;
@@ -591,8 +593,6 @@
     const height = maxY - minY + 2 * margin;
     const svgEl = sv("svg", {
       viewBox: [minX - margin, minY - margin, width, height].map((v) => v.toFixed(1)).join(" "),
-      width: Math.max(320, Math.round(width)),
-      height: Math.round(height),
       role: "group",
       "aria-label": "Graph of " + contacts.length + " contacts and " + lines.length + " connections",
       class: labelled ? "labelled" : "unlabelled",
@@ -656,6 +656,17 @@
     }
     svgEl.append(edgeLayer, labelLayer, nodeLayer);
     box.append(svgEl);
+    // Fit the frame's width when that keeps labels readable (scale >= 0.6); a larger
+    // person keeps that scale and the frame scrolls, centred on the primary.
+    const available = Math.max(320, box.clientWidth - 4);
+    const scale = Math.min(1.25, Math.max(0.6, available / width));
+    svgEl.setAttribute("width", Math.round(width * scale));
+    svgEl.setAttribute("height", Math.round(height * scale));
+    const centre = positions.get(graph.primaryContactId);
+    if (centre) {
+      box.scrollLeft = (centre.x - minX + margin) * scale - box.clientWidth / 2;
+      box.scrollTop = (centre.y - minY + margin) * scale - box.clientHeight / 2;
+    }
   }
 
   // ---- Why are these two one person --------------------------------------------------
