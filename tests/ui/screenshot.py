@@ -77,6 +77,7 @@ def main(out: Path) -> None:
                 )
                 height = driver.execute_script("return document.documentElement.scrollHeight")
                 driver.set_window_size(1280, min(int(height) + 40, 3000))
+                driver.execute_script("window.scrollTo(0, 0)")
                 out.parent.mkdir(parents=True, exist_ok=True)
                 driver.save_screenshot(str(out))
                 print(f"wrote {out} (person #{primary}, {len(FAMILY)} requests)")

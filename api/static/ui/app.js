@@ -387,9 +387,9 @@
         el("dt", { text: "Contacts" }),
         el("dd", { text: String(size) }),
         el("dt", { text: "Emails" }),
-        el("dd", {}, valueList("email", contact.emails)),
+        el("dd", {}, erasableValues("email", contact.emails)),
         el("dt", { text: "Phones" }),
-        el("dd", {}, valueList("phoneNumber", contact.phoneNumbers))
+        el("dd", {}, erasableValues("phoneNumber", contact.phoneNumbers))
       )
     );
     renderEraseControls(contact);
@@ -856,30 +856,47 @@
 
   // ---- Erasure (admin) ---------------------------------------------------------------
 
+  function canErase() {
+    return state.role === "admin" || state.role === "open";
+  }
+
+  /** A person's values; with an admin key each has its own "Erase…" button. */
+  function erasableValues(field, values) {
+    if (!canErase() || !values || !values.length) return valueList(field, values);
+    const kind = field === "email" ? "email" : "phone";
+    return el(
+      "ul",
+      { class: "values erasable" },
+      values.map((value) => {
+        const label = kind + " " + value;
+        const body = field === "email" ? { email: value } : { phoneNumber: value };
+        return el(
+          "li",
+          {},
+          valueCell(field, value),
+          el("button", {
+            type: "button",
+            class: "erase-value small",
+            "aria-label": "Erase " + label,
+            text: "Erase…",
+            onclick: () => prepareErasure(body, label),
+          })
+        );
+      })
+    );
+  }
+
   function renderEraseControls(contact) {
     const zone = clear($("person-erase"));
-    zone.hidden = state.role !== "admin" && state.role !== "open";
+    zone.hidden = !canErase();
     if (zone.hidden) return;
     zone.append(
-      el("h2", { text: "Erase" }),
-      el("p", { class: "hint", text: "Removes a value from every contact, link and queued event; the person is then recomputed. You see what will remain before anything is erased." })
-    );
-    const items = [];
-    for (const email of contact.emails) items.push({ label: "email " + email, body: { email } });
-    for (const phone of contact.phoneNumbers) items.push({ label: "phone " + phone, body: { phoneNumber: phone } });
-    zone.append(
       el(
-        "ul",
-        { class: "erase-values" },
-        items.map((item) =>
-          el(
-            "li",
-            {},
-            el("span", { text: item.label }),
-            " ",
-            el("button", { type: "button", class: "erase-value", "aria-label": "Erase " + item.label, text: "Erase…", onclick: () => prepareErasure(item.body, item.label) })
-          )
-        )
+        "p",
+        { class: "hint" },
+        "Erasing a value (“Erase…” beside it) removes it from every contact, link and queued event, " +
+          "then recomputes the person: a value that glued two people together splits them. " +
+          "You see what will remain before anything is erased. "
       ),
       el("button", {
         type: "button",
