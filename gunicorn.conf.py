@@ -49,10 +49,16 @@ if not __import__("os").environ.get("PROMETHEUS_MULTIPROC_DIR"):
 
 
 def on_starting(server: object) -> None:
-    """A restarted server starts its counters from zero: drop the files of a previous run."""
+    """Say once, here in the master, what every worker would otherwise repeat; and start the
+    counters from zero: drop the metrics files of a previous run."""
     import glob
     import os
 
+    if _settings.embedded:  # the same words as create_app's, which the workers then skip
+        server.log.warning(  # type: ignore[attr-defined]
+            "DATABASE_URL is not set: using the embedded SQLite database %s",
+            _settings.safe_database_url,
+        )
     for path in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
         os.remove(path)
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from flask import Flask
+from werkzeug.serving import is_running_from_reloader
 
 from identity.db import create_db_engine
 from identity.settings import Settings
@@ -23,13 +25,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep SPEC.md's field order
     app.extensions["identity.settings"] = settings
     app.extensions["identity.engine"] = create_db_engine(settings)
-    if settings.embedded:
+    if settings.embedded and not _parent_said_it():
         log.warning(
             "DATABASE_URL is not set: using the embedded SQLite database %s",
             settings.safe_database_url,
         )
 
-    from api import auth, errors, events, metrics, openapi, routes, ui
+    from api import auth, errors, events, graph, metrics, openapi, routes, ui
 
     observability.register(app)  # first: every later hook and log line has the request id
     auth.register(app, settings)
@@ -38,5 +40,18 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(routes.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(events.bp)
+    app.register_blueprint(graph.bp)
     app.register_blueprint(ui.bp)
     return app
+
+
+def _parent_said_it() -> bool:
+    """True in a process whose parent already said which database the server uses.
+
+    gunicorn's master says it before it forks its workers (gunicorn.conf.py
+    ``on_starting``), and sets ``SERVER_SOFTWARE`` for them; the development server's
+    reloader loads the app itself before it starts the child that serves.
+    """
+    return os.environ.get("SERVER_SOFTWARE", "").startswith("gunicorn/") or (
+        is_running_from_reloader()
+    )

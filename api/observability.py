@@ -5,12 +5,23 @@ Identifiers are personal data. Three layers keep them out of the logs:
 1. no code logs a request's email or phone;
 2. the engine hides SQL parameters (``hide_parameters``), so database errors and
    SQL echo carry none;
-3. the formatter replaces anything email-shaped, and any run of seven or more
-   digits (a phone number, with or without separators), by a keyed hash
-   (HMAC-SHA256 under ``LOG_HASH_KEY``, e.g. ``email#1f0c9a2b4e6d``), in the
-   message, the extra fields and the traceback alike. The same value gives the
-   same token for one key, so one person's requests can still be followed
-   through the logs without the logs holding who it is.
+3. the formatter replaces values by a keyed hash (HMAC-SHA256 under
+   ``LOG_HASH_KEY``, e.g. ``email#1f0c9a2b4e6d``) wherever data can land: anything
+   email-shaped, anywhere in the line; and any run of seven or more digits (a
+   phone number, with or without separators) in the logged arguments, the extra
+   fields, the traceback, and any message that was formatted before it was logged.
+   The same value gives the same token for one key, so one person's requests can
+   still be followed through the logs without the logs holding who it is.
+
+What is text written in code keeps its digits: a format string (a record logged
+with arguments), and any message of this project's loggers (their logging calls
+pass a literal, which tests/api/test_logging.py checks), so an order number or a
+count written there stays readable. A third-party message logged without
+arguments may have been formatted from request data first (gunicorn's
+``Invalid request from ip=...: Invalid HTTP request line: '...'``): it is redacted
+whole. A few known templates log arguments that are not personal data and must
+be read (the development server's debugger PIN): they are listed in
+``_NOT_PERSONAL``.
 """
 
 from __future__ import annotations
@@ -41,6 +52,19 @@ _EMAIL = re.compile(r"[^\s\x00-\x1f\x7f<>\[\](),;:\\\"@]+@[^\s\x00-\x1f\x7f<>\[\
 # Seven or more digits, optionally + first and separators between: every real phone number.
 _PHONE = re.compile(r"(?<![\w#])\+?\d(?:[\s\-.()]{0,2}\d){6,}(?!\w)")
 
+# The loggers of this project's code: their messages are literals.
+_OWN_LOGGERS = ("api", "identity", "worker")
+# (logger, format string) of records whose arguments are not personal data and must be
+# read as they are: werkzeug's debugger PIN (``make dev``), e.g. "123-456-789", which is
+# phone-shaped. Only that exact template of that logger: werkzeug's request lines carry
+# query strings, and stay redacted.
+_NOT_PERSONAL = frozenset(
+    {
+        ("werkzeug", " * Debugger PIN: %s"),
+        ("werkzeug", " * Debugger pin code: %s"),
+    }
+)
+
 # LogRecord attributes that are not "extra" fields.
 _STANDARD_ATTRS = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime"}
@@ -60,40 +84,54 @@ class Redactor:
         return f"{kind}#{digest[:12]}"
 
     def redact(self, text: str) -> str:
-        if "@" in text:
-            text = _EMAIL.sub(lambda m: self.token("email", m.group()), text)
-        return _PHONE.sub(lambda m: self.token("phone", re.sub(r"[^\d+]", "", m.group())), text)
+        """Emails and phone-shaped digit runs: for text that may hold data."""
+        return _PHONE.sub(
+            lambda m: self.token("phone", re.sub(r"[^\d+]", "", m.group())),
+            self.redact_emails(text),
+        )
+
+    def redact_emails(self, text: str) -> str:
+        """Emails only: for text written in code, whose digits are not a phone."""
+        if "@" not in text:
+            return text
+        return _EMAIL.sub(lambda m: self.token("email", m.group()), text)
 
     def redact_value(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return self.redact(value)
         if isinstance(value, dict):
             return {k: self.redact_value(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
             return [self.redact_value(v) for v in value]
-        if value is None or isinstance(value, (bool, int, float)):
-            return value
-        return self.redact(str(value))
+        return _redact_arg(self, value)
 
 
 def redacted_message(r: Redactor, record: logging.LogRecord) -> str:
-    """The record's message with each argument redacted on its own.
+    """The record's message: the text written in code as it is, each argument redacted.
 
     Redacting the arguments rather than the formatted line keeps numbers that only
-    look like a phone once printed side by side (``127.0.0.1:8000 (4711)``) intact.
-    A format that refuses the redacted arguments falls back to redacting the line.
+    look like a phone once printed side by side (``127.0.0.1:8000 (4711)``) intact,
+    and the format string's own digits (an order number, a count) readable. Emails
+    are redacted everywhere: their shape is unambiguous. A format that refuses the
+    redacted arguments falls back to redacting the whole line.
     """
-    args = record.args
-    if args:
+    args, written = record.args, isinstance(record.msg, str)
+    if written and (record.name, record.msg) in _NOT_PERSONAL:
+        return r.redact_emails(record.getMessage())
+    if args and written:
         try:
             if isinstance(args, dict):
                 safe: Any = {k: _redact_arg(r, v) for k, v in args.items()}
             else:
                 safe = tuple(_redact_arg(r, v) for v in args)
-            return r.redact(str(record.msg)) % safe
+            return r.redact_emails(str(record.msg)) % safe
         except (TypeError, ValueError, KeyError):
             pass
+    elif not args and written and _is_own_logger(record.name):
+        return r.redact_emails(record.msg)
     return r.redact(record.getMessage())
+
+
+def _is_own_logger(name: str) -> bool:
+    return any(name == own or name.startswith(own + ".") for own in _OWN_LOGGERS)
 
 
 def _redact_arg(r: Redactor, value: Any) -> Any:

@@ -1,8 +1,9 @@
-"""``GET /openapi.json``: the OpenAPI 3.1 document of the whole API.
+"""``GET /openapi.json``: the OpenAPI 3.1 document of the whole API; ``GET /``: its index.
 
 The document is a static file kept next to the code (``api/openapi.json``);
 ``tests/api/test_openapi.py`` proves it matches the routes and that its
-examples validate, and schemathesis fuzzes the app against it.
+examples validate, and schemathesis fuzzes the app against it. The index lists
+the document's operations, so it cannot fall out of step with it either.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, jsonify, request, url_for
+from flask.typing import ResponseReturnValue
 
 bp = Blueprint("openapi", __name__)
 
@@ -32,3 +34,33 @@ def _document_bytes() -> bytes:
 @bp.get("/openapi.json", endpoint="document")
 def document_view() -> Response:
     return Response(_document_bytes(), mimetype="application/json")
+
+
+#: The explorer page for people (SPEC.md, "The explorer page").
+EXPLORER_PATH = "/ui/"
+
+
+@bp.get("/", endpoint="index")
+def index() -> ResponseReturnValue:
+    """Where a newcomer's browser or curl lands: what this is and where to go next. Open."""
+    doc = document()
+    root = request.script_root  # a prefix when the app is mounted below one
+    return jsonify(
+        {
+            "service": doc["info"]["title"],
+            "version": doc["info"]["version"],
+            "description": "Links every contact that shares an email or a phone into one"
+            " person under its oldest contact.",
+            "links": {
+                "openapi": url_for("openapi.document"),
+                "health": url_for("identity.healthz"),
+                "metrics": url_for("metrics.metrics"),
+                "explorer": root + EXPLORER_PATH,
+            },
+            "endpoints": [
+                {"method": method.upper(), "path": root + path, "summary": op["summary"]}
+                for path, item in doc["paths"].items()
+                for method, op in item.items()
+            ],
+        }
+    )

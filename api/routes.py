@@ -10,10 +10,11 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import text
 from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
+from api.observability import request_id
 from identity import services
 from identity.db import run_in_transaction, run_read_only
 from identity.errors import InvalidInput, Unavailable
-from identity.normalize import normalize_identifiers
+from identity.normalize import Identifiers, normalize_identifiers
 
 bp = Blueprint("identity", __name__)
 
@@ -67,25 +68,37 @@ def _settings() -> Any:
     return current_app.extensions["identity.settings"]
 
 
-@bp.post("/identify")
-def identify() -> ResponseReturnValue:
+def read_object(allowed: frozenset[str]) -> dict[str, Any]:
+    """The request's JSON object, with no field outside ``allowed``."""
     body = read_json_body()
     if not isinstance(body, dict):
         raise BadRequestBody("request body must be a JSON object")
-    unknown = sorted(set(body) - IDENTIFY_FIELDS)
+    unknown = sorted(set(body) - allowed)
     if unknown:
         raise BadRequestBody(f"unknown field(s): {', '.join(unknown)}", field=unknown[0])
-    settings = _settings()
-    identifiers = normalize_identifiers(
-        body.get("email"), body.get("phoneNumber"), settings.default_phone_region
+    return body
+
+
+def read_identifiers() -> Identifiers:
+    """The body of /identify and /lookup: an email and/or a phone, normalized."""
+    body = read_object(IDENTIFY_FIELDS)
+    return normalize_identifiers(
+        body.get("email"), body.get("phoneNumber"), _settings().default_phone_region
     )
+
+
+@bp.post("/identify")
+def identify() -> ResponseReturnValue:
+    identifiers = read_identifiers()
+    settings = _settings()
     engine = _engine()
+    cause = request_id()
     # A repeat lookup is answered by one lock-free read; anything else, one transaction.
     view = run_read_only(engine, lambda conn: services.peek(conn, identifiers=identifiers))
     if view is None:
         view = run_in_transaction(
             engine,
-            lambda conn: services.identify(conn, identifiers=identifiers, peeked=True),
+            lambda conn: services.identify(conn, identifiers=identifiers, peeked=True, cause=cause),
             attempts=settings.db_retry_attempts,
         )
     return jsonify(view.to_json())

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from identity.normalize import Identifiers
-from identity.reconcile import Row
+from identity.reconcile import Row, needs_link
 
 
 @dataclass(frozen=True)
@@ -46,20 +46,50 @@ class NewRow:
         return self.root == NewRef(self.index)
 
 
+@dataclass(frozen=True)
+class ClusterOf:
+    """Every contact an existing root had before the batch (known once its re-link runs)."""
+
+    root: int
+
+
+Member = NewRef | ClusterOf
+
+
+@dataclass(frozen=True)
+class PlannedChange:
+    """One change of the feed, caused by the ``event``-th event of the batch."""
+
+    event: int
+    kind: str  # "person.created" | "contact.added" | "person.merged"
+    primary: Ref
+    contact: Ref | None = None  # created / added
+    absorbed: tuple[Ref, ...] = ()  # merged
+    moved: tuple[Member, ...] = ()  # merged: whose primary changed
+
+
 @dataclass
 class BatchPlan:
     new_rows: list[NewRow] = field(default_factory=list)
     #: existing root id -> its final primary (an existing id or a new row); every row
     #: linked to a demoted root follows it to that primary.
     relinks: dict[int, Ref] = field(default_factory=dict)
+    #: (event index, email, phone): the links to record (SPEC "The graph's edges")
+    links: list[tuple[int, str, str]] = field(default_factory=list)
+    changes: list[PlannedChange] = field(default_factory=list)
 
 
 def plan_batch(
-    events: Sequence[Identifiers], rows: Iterable[Row], roots: Iterable[Row], now: datetime
+    events: Sequence[Identifiers],
+    rows: Iterable[Row],
+    roots: Iterable[Row],
+    now: datetime,
+    linked: Iterable[tuple[str, str]] = (),
 ) -> BatchPlan:
     """Replay ``events`` in order over the live ``rows`` holding any of their identifiers.
 
-    ``roots`` are the primaries of those rows' clusters (locked by the caller).
+    ``roots`` are the primaries of those rows' clusters (locked by the caller);
+    ``linked``: the batch's (email, phone) pairs that a link already holds.
     """
     age: dict[Ref, tuple[datetime, int, int]] = {}
     created: dict[Ref, datetime] = {}
@@ -70,7 +100,9 @@ def plan_batch(
         parent[root.id] = root.id
     by_email: dict[str, Ref] = {}
     by_phone: dict[str, Ref] = {}
+    held_pairs: set[tuple[str | None, str | None]] = set(linked)
     for row in rows:
+        held_pairs.add((row.email, row.phone))
         root_id = row.linked_id if row.linked_id is not None else row.id
         if root_id not in parent:
             raise ValueError(f"row {row.id} belongs to root {root_id}, which was not given")
@@ -89,6 +121,12 @@ def plan_batch(
 
     plan = BatchPlan()
     new_rows: list[tuple[int, Identifiers, datetime]] = []
+    members: dict[Ref, list[Member]] = {}
+
+    def members_of(root: Ref) -> list[Member]:
+        if root not in members:
+            members[root] = [ClusterOf(root)] if isinstance(root, int) else []
+        return members[root]
 
     def add_row(identifiers: Identifiers, created_at: datetime, cluster: Ref | None) -> Ref:
         index = len(new_rows)
@@ -97,9 +135,11 @@ def plan_batch(
         age[ref] = (created_at, 1, index)  # after every existing row of the same instant
         created[ref] = created_at
         parent[ref] = ref if cluster is None else cluster
+        members_of(ref if cluster is None else cluster).append(ref)
+        held_pairs.add((identifiers.email, identifiers.phone))
         return ref
 
-    for identifiers in events:
+    for number, identifiers in enumerate(events):
         email, phone = identifiers.email, identifiers.phone
         touched: set[Ref] = set()
         if email is not None and email in by_email:
@@ -108,15 +148,37 @@ def plan_batch(
             touched.add(find(by_phone[phone]))
         if not touched:  # rule 1
             winner = add_row(identifiers, now, None)
+            plan.changes.append(PlannedChange(number, "person.created", winner, winner))
         else:
             winner = min(touched, key=age.__getitem__)
-            for loser in touched - {winner}:  # rule 3
+            losers = sorted(touched - {winner}, key=age.__getitem__)
+            moved: list[Member] = []
+            for loser in losers:  # rule 3
                 parent[loser] = winner
+                moved.extend(members_of(loser))
+                del members[loser]
+            if losers:
+                members_of(winner).extend(moved)
+                plan.changes.append(
+                    PlannedChange(
+                        number, "person.merged", winner, absorbed=tuple(losers), moved=tuple(moved)
+                    )
+                )
             brings_new = (email is not None and email not in by_email) or (
                 phone is not None and phone not in by_phone
             )
             if brings_new:  # rule 2; never older than its primary (I2)
-                add_row(identifiers, max(now, created[winner]), winner)
+                added = add_row(identifiers, max(now, created[winner]), winner)
+                plan.changes.append(PlannedChange(number, "contact.added", winner, added))
+            if needs_link(
+                identifiers,
+                merges=bool(losers),
+                inserts=brings_new,
+                held_pair=(email, phone) in held_pairs,
+            ):
+                assert email is not None and phone is not None
+                plan.links.append((number, email, phone))
+                held_pairs.add((email, phone))
         if email is not None:
             by_email.setdefault(email, winner)
         if phone is not None:

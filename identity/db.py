@@ -82,8 +82,12 @@ def create_db_engine(settings: Settings, **overrides: Any) -> Engine:
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Connection) -> None:
             # One writer at a time: SQLite's own lock is the embedded default's
-            # concurrency control (docs/ARCHITECTURE.md).
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # concurrency control (docs/ARCHITECTURE.md). A snapshot read (run_snapshot)
+            # begins DEFERRED: a consistent read that never holds the write lock.
+            if conn.get_execution_options().get("identity_snapshot"):
+                conn.exec_driver_sql("BEGIN")
+            else:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
 
@@ -261,3 +265,20 @@ def run_read_only(engine: Engine, work: Callable[[Connection], T]) -> T:
         raise Unavailable(
             "database busy or unreachable, try again", reason="pool_timeout"
         ) from error
+
+
+def run_snapshot(engine: Engine, work: Callable[[Connection], T]) -> T:
+    """Run a read of several statements on one consistent snapshot, writing nothing.
+
+    PostgreSQL: a ``REPEATABLE READ READ ONLY`` transaction (the database refuses any
+    write in it); SQLite: a deferred transaction. Errors map as in
+    :func:`run_in_transaction`.
+    """
+    if engine.dialect.name == "postgresql":
+        options: dict[str, Any] = {
+            "isolation_level": "REPEATABLE READ",
+            "postgresql_readonly": True,
+        }
+    else:
+        options = {"identity_snapshot": True}
+    return run_in_transaction(engine.execution_options(**options), work)

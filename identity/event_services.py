@@ -7,7 +7,7 @@ Each function takes an open connection; the caller owns the transaction
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -29,10 +29,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 
-from identity.batch import NewRef, Ref, plan_batch
+from identity.batch import ClusterOf, NewRef, PlannedChange, Ref, plan_batch
 from identity.db import utcnow
 from identity.errors import TransientConflict
 from identity.events import Event
+from identity.feed import changes as feed
+from identity.graph.links import linked_pairs, record_links
 from identity.locking import advisory_key, identifier_keys, lock_keys
 from identity.models import Contact, DeadLetter, EventInbox, ProcessedEvent
 from identity.normalize import Identifiers
@@ -146,9 +148,16 @@ def _lock_batch_roots(
     # stale, so a chase never holds row locks that the merge it chases waits for
     # (see pg_identify.lock_and_find_roots). SQLite serializes writers: no chase.
     savepoints = conn.dialect.name == "postgresql"
+
+    def matching() -> list[Row]:
+        return [_row(r) for r in conn.execute(select(*columns).where(_LIVE, or_(*matches)))]
+
+    def roots_of(rows: list[Row]) -> list[int]:
+        return sorted({r.linked_id if r.linked_id is not None else r.id for r in rows})
+
+    rows = matching()
     for _ in range(MAX_ROOT_CHASES):
-        rows = [_row(r) for r in conn.execute(select(*columns).where(_LIVE, or_(*matches)))]
-        root_ids = sorted({r.linked_id if r.linked_id is not None else r.id for r in rows})
+        root_ids = roots_of(rows)
         if not root_ids:
             return [], []
         savepoint = conn.begin_nested() if savepoints else None
@@ -159,9 +168,15 @@ def _lock_batch_roots(
             .with_for_update()
         ).all()
         if len(roots) == len(root_ids) and all(r.linked_id is None for r in roots):
-            if savepoint is not None:
-                savepoint.commit()  # RELEASE: the row locks pass to the transaction
-            return rows, [_row(r) for r in roots]
+            # Read the rows again now that the roots are locked: an erasure may have
+            # split a cluster (promoting a row nobody locked) or cleared a value.
+            rows = matching()
+            if roots_of(rows) == root_ids:
+                if savepoint is not None:
+                    savepoint.commit()  # RELEASE: the row locks pass to the transaction
+                return rows, [_row(r) for r in roots]
+        else:
+            rows = matching()
         if savepoint is not None:
             savepoint.rollback()
     raise TransientConflict("cluster roots kept moving under concurrent merges")
@@ -185,26 +200,40 @@ def _allocate_ids(conn: Connection, count: int) -> list[int]:
     return list(range(top + 1, top + 1 + count))
 
 
-def _relink(conn: Connection, relinks: dict[int, int], now: datetime) -> None:
-    """Point each demoted root, and every row linked to it, at its final primary."""
+def _relink(conn: Connection, relinks: dict[int, int], now: datetime) -> dict[int, list[int]]:
+    """Point each demoted root, and every row linked to it, at its final primary.
+
+    Returns each demoted root's contacts (itself included), as they were before.
+    """
     if not relinks:
-        return
+        return {}
+    moved: dict[int, list[int]] = {}
     if conn.dialect.name == "postgresql":
         # One statement for the whole batch, two array parameters whatever its size; the
         # demoted roots by primary key, their secondaries by the linked_id index.
-        conn.execute(
+        result = conn.execute(
             text(
                 "WITH m AS (SELECT * FROM unnest(CAST(:losers AS integer[]),"
                 " CAST(:winners AS integer[])) AS m(r, w)),"
-                " t AS (SELECT m.r AS id, m.w FROM m"
-                " UNION ALL SELECT x.id, m.w FROM m JOIN contact AS x"
+                " t AS (SELECT m.r AS id, m.r, m.w FROM m"
+                " UNION ALL SELECT x.id, m.r, m.w FROM m JOIN contact AS x"
                 " ON x.linked_id = m.r AND x.deleted_at IS NULL)"
                 " UPDATE contact AS c SET linked_id = t.w, link_precedence = 'secondary',"
                 " updated_at = :now FROM t WHERE c.id = t.id AND c.deleted_at IS NULL"
+                " RETURNING c.id, t.r"
             ),
             {"losers": list(relinks), "winners": list(relinks.values()), "now": now},
         )
-        return
+        for contact_id, root in result:
+            moved.setdefault(root, []).append(contact_id)
+        return moved
+    losers_all = list(relinks)
+    for r in conn.execute(
+        select(c.id, c.linked_id).where(
+            _LIVE, or_(c.id.in_(losers_all), c.linked_id.in_(losers_all))
+        )
+    ):
+        moved.setdefault(r.linked_id if r.linked_id is not None else r.id, []).append(r.id)
     by_winner: dict[int, list[int]] = {}
     for loser, winner in relinks.items():
         by_winner.setdefault(winner, []).append(loser)
@@ -214,6 +243,7 @@ def _relink(conn: Connection, relinks: dict[int, int], now: datetime) -> None:
             .where(_LIVE, or_(c.id.in_(losers), c.linked_id.in_(losers)))
             .values(linked_id=winner, link_precedence="secondary", updated_at=now)
         )
+    return moved
 
 
 def apply_events(conn: Connection, events: Sequence[Event]) -> BatchResult:
@@ -245,7 +275,10 @@ def apply_events(conn: Connection, events: Sequence[Event]) -> BatchResult:
     phones = sorted({i.phone for i in fresh if i.phone is not None})
     rows, roots = _lock_batch_roots(conn, emails, phones)
     now = utcnow()  # after the locks: a row that waited is never older than the one it waited for
-    plan = plan_batch(fresh, rows, roots, now)
+    pairs = {(i.email, i.phone) for i in fresh if i.email is not None and i.phone is not None}
+    held = {(r.email, r.phone) for r in rows}
+    linked = linked_pairs(conn, [p for p in pairs if p not in held])
+    plan = plan_batch(fresh, rows, roots, now, linked)
     ids = _allocate_ids(conn, len(plan.new_rows))
 
     def real(ref: Ref) -> int:
@@ -268,8 +301,35 @@ def apply_events(conn: Connection, events: Sequence[Event]) -> BatchResult:
             ],
         )
     # After the insert: a demoted root may now point at a primary the batch created.
-    _relink(conn, {loser: real(w) for loser, w in plan.relinks.items()}, now)
+    before = _relink(conn, {loser: real(w) for loser, w in plan.relinks.items()}, now)
+    causes = [e.event_id for e in first.values() if e.event_id in fresh_ids]
+    record_links(conn, [(e, p, causes[n]) for n, e, p in plan.links], now)
+    feed.record(conn, [_resolve(ch, real, before, causes) for ch in plan.changes], now)
     return BatchResult(len(fresh), duplicates, len(plan.new_rows), len(plan.relinks))
+
+
+def _resolve(
+    planned: PlannedChange,
+    real: Callable[[Ref], int],
+    before: dict[int, list[int]],
+    causes: Sequence[str],
+) -> feed.NewChange:
+    """A planned change with real ids: new rows numbered, whole clusters expanded."""
+    cause = causes[planned.event]
+    primary = real(planned.primary)
+    if planned.kind == feed.PERSON_MERGED:
+        moved: list[int] = []
+        for member in planned.moved:
+            if isinstance(member, ClusterOf):
+                moved.extend(before.get(member.root, [member.root]))
+            else:
+                moved.append(real(member))
+        return feed.person_merged(primary, [real(a) for a in planned.absorbed], moved, cause)
+    assert planned.contact is not None
+    contact_id = real(planned.contact)
+    if planned.kind == feed.PERSON_CREATED:
+        return feed.person_created(contact_id, cause)
+    return feed.contact_added(primary, contact_id, cause)
 
 
 # --- The inbox (durable outbox of POST /events) -------------------------------------

@@ -129,3 +129,79 @@ class DeadLetter(Base):
     error: Mapped[str] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer)
     failed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# --- The graph on record (SPEC "Contract v2"; docs/ARCHITECTURE.md, "Links") -----------
+
+
+class Link(Base):
+    """An assertion that an email and a phone belong to one person, held by no one contact.
+
+    Written by rule 3 (a merge) and by rule 4 when the pair is not yet on record; the
+    connected components of contacts and links are the clusters (I4).
+    """
+
+    __tablename__ = "link"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    email: Mapped[str] = mapped_column(Text)
+    phone_number: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    cause: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_link_email_phone_number", "email", "phone_number", unique=True),
+        Index("ix_link_phone_number", "phone_number"),
+    )
+
+
+UNSEQUENCED = text("seq IS NULL")
+
+
+class Change(Base):
+    """One effect of a transaction on the graph, written in that transaction (ids only).
+
+    ``id`` is allocated when the row is written; ``seq``, the feed's order, is given
+    later by :func:`identity.feed.changes.sequence_pending` to committed rows only, so a
+    follower of ``seq`` never misses a change (docs/ARCHITECTURE.md, "The change feed").
+    """
+
+    __tablename__ = "change"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    seq: Mapped[int | None] = mapped_column(BigId)
+    kind: Mapped[str] = mapped_column(Text)
+    payload: Mapped[Any] = mapped_column(JSON)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    cause: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_change_seq", "seq", unique=True),
+        Index(
+            "ix_change_unsequenced", "id", postgresql_where=UNSEQUENCED, sqlite_where=UNSEQUENCED
+        ),
+    )
+
+
+class ChangeSubject(Base):
+    """Which contacts a change is about (its primaries and the contact it created):
+    how ``GET /persons/{id}/history`` finds a person's changes by index."""
+
+    __tablename__ = "change_subject"
+
+    change_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("change.id", ondelete="CASCADE"), primary_key=True
+    )
+    contact_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+    __table_args__ = (Index("ix_change_subject_contact_id", "contact_id"),)
+
+
+class FeedState(Base):
+    """One row: the last seq given out and the last seq pruned (410 below it)."""
+
+    __tablename__ = "feed_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_seq: Mapped[int] = mapped_column(BigId)
+    pruned_through: Mapped[int] = mapped_column(BigId)

@@ -31,6 +31,7 @@ from sqlalchemy.engine import Connection
 from identity import observe
 from identity.db import utcnow
 from identity.errors import TransientConflict
+from identity.feed.changes import CONTACT_ADDED, PERSON_CREATED
 from identity.locking import advisory_key, identifier_keys
 from identity.normalize import Identifiers
 from identity.reconcile import ClusterView, Insert, Row, decide_held
@@ -61,6 +62,13 @@ SELECT
         GROUP BY phone_number) y),
     (SELECT array_agg(id ORDER BY id) FROM m WHERE rn > 1)"""
 
+# Whether one live contact or one link holds exactly the request's pair (SPEC "The
+# graph's edges": only then may a request that changes no contact write nothing).
+_PAIR_HELD = """
+    (EXISTS (SELECT 1 FROM contact WHERE deleted_at IS NULL
+             AND email = %(e)s AND phone_number = %(p)s)
+     OR EXISTS (SELECT 1 FROM link WHERE email = %(e)s AND phone_number = %(p)s))"""
+
 # The members of the locked clusters under the winner ``w``.
 _ANSWER = (
     """
@@ -70,13 +78,23 @@ WITH m AS MATERIALIZED (
     FROM contact
     WHERE deleted_at IS NULL AND (id = ANY(%(roots)s) OR linked_id = ANY(%(roots)s)))"""
     + _AGGREGATES
+    + ","
+    + _PAIR_HELD
+    # The roots of the request's values, read again now that the root locks are held: a
+    # concurrent erasure may have split a cluster and promoted a row nobody locked
+    # (docs/ARCHITECTURE.md, "Erasure and the locks").
+    + """,
+    ARRAY(SELECT DISTINCT coalesce(linked_id, id) FROM contact
+          WHERE deleted_at IS NULL AND (email = %(e)s OR phone_number = %(p)s))"""
 )
 
-# Rule 4 without locks: one statement, one snapshot. When the request's identifiers
-# all sit in one cluster of that snapshot, nothing is written and that cluster is the
-# answer; clusters never split, so no later transaction can make the read wrong (the
-# request is ordered at its snapshot). No lock, no row lock, so no transaction id and
-# no WAL flush at commit. Anything else falls through to the locked path.
+# Rule 4 without locks: one statement, one snapshot. When the request's identifiers all
+# sit in one cluster of that snapshot *and* one live contact or one link holds the pair
+# itself, nothing is to be written and that cluster is the answer: the request's
+# assertion is already on record, so it is ordered at its snapshot and its pair stays
+# joined until one of its values is erased (docs/ARCHITECTURE.md, "The lock-free repeat
+# lookup"). No lock, no row lock, so no transaction id and no WAL flush at commit.
+# Anything else falls through to the locked path.
 _PEEK = (
     """
 WITH r AS MATERIALIZED (
@@ -89,16 +107,50 @@ m AS MATERIALIZED (
     WHERE deleted_at IS NULL AND (SELECT count(*) FROM r) = 1
       AND (id = ANY(ARRAY(SELECT root FROM r)) OR linked_id = ANY(ARRAY(SELECT root FROM r))))"""
     + _AGGREGATES
-    + ", (SELECT min(root) FROM r), (SELECT count(*) FROM r)"
+    + ", (SELECT min(root) FROM r), (SELECT count(*) FROM r),"
+    + _PAIR_HELD
 )
 
-_DEMOTE = """
-UPDATE contact SET linked_id = %(w)s, link_precedence = 'secondary', updated_at = %(now)s
-WHERE deleted_at IS NULL AND (id = ANY(%(losers)s) OR linked_id = ANY(%(losers)s));"""
-
+# A new contact and its change (person.created or contact.added) in one statement.
 _INSERT = """
-INSERT INTO contact (email, phone_number, linked_id, link_precedence, created_at, updated_at)
-VALUES (%(e)s, %(p)s, %(link)s, %(precedence)s, %(created)s, %(created)s)"""
+WITH c AS (
+    INSERT INTO contact (email, phone_number, linked_id, link_precedence, created_at, updated_at)
+    VALUES (%(e)s, %(p)s, %(link)s, %(precedence)s, %(created)s, %(created)s) RETURNING id),
+ch AS (
+    INSERT INTO change (kind, payload, at, cause)
+    SELECT %(kind)s, json_build_object('primaryContactId', coalesce(%(link)s, c.id),
+                                       'contactId', c.id), %(created)s, %(cause)s
+    FROM c RETURNING id),
+s AS (
+    INSERT INTO change_subject (change_id, contact_id)
+    SELECT DISTINCT ch.id, x FROM ch, c, LATERAL (VALUES (c.id), (coalesce(%(link)s, c.id))) v(x))
+SELECT id FROM c"""
+
+# Rule 3's merge, its link and its change (person.merged), in one statement.
+_MERGE = """
+WITH d AS (
+    UPDATE contact SET linked_id = %(w)s, link_precedence = 'secondary', updated_at = %(now)s
+    WHERE deleted_at IS NULL AND (id = ANY(%(losers)s) OR linked_id = ANY(%(losers)s))
+    RETURNING id),
+l AS (
+    INSERT INTO link (email, phone_number, created_at, cause)
+    VALUES (%(e)s, %(p)s, %(now)s, %(cause)s) ON CONFLICT DO NOTHING),
+ch AS (
+    INSERT INTO change (kind, payload, at, cause)
+    SELECT 'person.merged', json_build_object(
+        'primaryContactId', %(w)s, 'absorbedPrimaryIds', %(losers)s,
+        'movedContactIds', (SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM d)),
+        %(now)s, %(cause)s
+    RETURNING id),
+s AS (
+    INSERT INTO change_subject (change_id, contact_id)
+    SELECT ch.id, x FROM ch, unnest(array_prepend(%(w)s, %(losers)s)) AS x)
+SELECT count(*) FROM d;"""
+
+# Rule 4 whose pair is not on record yet.
+_LINK = """
+INSERT INTO link (email, phone_number, created_at, cause)
+VALUES (%(e)s, %(p)s, %(now)s, %(cause)s) ON CONFLICT DO NOTHING"""
 
 # How often the roots may move under us (concurrent merges) before the whole
 # transaction is retried; the same bound as services.MAX_ROOT_CHASES.
@@ -113,30 +165,15 @@ def _lock_sql(count: int) -> str:
 _LOCK_SQL = {n: _lock_sql(n) for n in (1, 2)}
 
 
-def lock_and_find_roots(conn: Connection, identifiers: Identifiers) -> list[Row]:
-    """Take the identifier locks and lock the roots ``FOR UPDATE``: one message.
-
-    Each locked row is re-checked: a concurrent merge may have demoted it while we
-    waited; then the root lookup alone runs again (its fresh snapshot sees the merge).
-    """
-    keys = sorted({advisory_key(k) for k in identifier_keys(identifiers)})
-    params: dict[str, Any] = {"e": identifiers.email, "p": identifiers.phone}
-    params.update({f"k{i}": key for i, key in enumerate(keys)})
-    # The root locks are taken inside a savepoint: when a root turns out stale, rolling
-    # back to it gives those row locks back before we look again, so a chase never
-    # holds a lock that the merge we are chasing (or its successor) waits for. Holding
-    # them deadlocked, and each deadlock costs PostgreSQL's deadlock_timeout (1 s).
-    # The identifier locks, taken before the savepoint, stay held.
-    sql = _LOCK_SQL[len(keys)] + "SAVEPOINT roots;" + _ROOTS
-    for _ in range(MAX_ROOT_CHASES):
-        rows = conn.exec_driver_sql(sql, params).all()
-        if all(r.linked_id is None for r in rows):
-            return [
-                Row(id=r.id, email=r.email, phone=r.phone_number, linked_id=None, created_at=r[4])
-                for r in rows
-            ]
-        sql = "ROLLBACK TO SAVEPOINT roots;" + _ROOTS
-    raise TransientConflict("cluster roots kept moving under concurrent merges")
+def _lock_roots(conn: Connection, sql: str, params: dict[str, Any]) -> list[Row] | None:
+    """Run the root lookup ``FOR UPDATE``; None when a locked row is no longer a root."""
+    rows = conn.exec_driver_sql(sql, params).all()
+    if not all(r.linked_id is None for r in rows):
+        return None
+    return [
+        Row(id=r.id, email=r.email, phone=r.phone_number, linked_id=None, created_at=r[4])
+        for r in rows
+    ]
 
 
 def _view(primary_id: int, row: Sequence[Any]) -> ClusterView:
@@ -152,57 +189,100 @@ def peek(conn: Connection, identifiers: Identifiers) -> ClusterView | None:
     """The answer when the request changes nothing (rule 4), read without locks; else None."""
     e, p = identifiers.email, identifiers.phone
     row = conn.exec_driver_sql(_PEEK, {"e": e, "p": p}).one()
-    held_email, held_phone, root, clusters = row[0], row[1], row[5], row[6]
-    if clusters == 1 and (e is None or held_email) and (p is None or held_phone):
+    held_email, held_phone, root, clusters, pair_held = row[0], row[1], row[5], row[6], row[7]
+    if (
+        clusters == 1
+        and (e is None or held_email)
+        and (p is None or held_phone)
+        and (e is None or p is None or pair_held)
+    ):
         return _view(root, row)
     return None
 
 
-def identify(conn: Connection, *, identifiers: Identifiers, peeked: bool = False) -> ClusterView:
+def identify(
+    conn: Connection, *, identifiers: Identifiers, peeked: bool = False, cause: str | None = None
+) -> ClusterView:
     """SPEC rules 1-4 for one email/phone pair, on PostgreSQL.
 
     ``peeked``: the caller already ran :func:`peek` (outside this transaction) and it
     found the request may write; the locked path starts at once.
+
+    The identifier locks and the root lookup ``FOR UPDATE`` travel in one message. The
+    root locks are taken inside a savepoint: when a root turns out stale (demoted by a
+    merge, or no longer the root of our values after a split), rolling back to it gives
+    those row locks back before we look again, so a chase never holds a lock that the
+    writer we are chasing waits for. The identifier locks, taken before the savepoint,
+    stay held.
     """
     if not peeked:
         view = peek(conn, identifiers)
         if view is not None:
             return view
-    roots = lock_and_find_roots(conn, identifiers)
     e, p = identifiers.email, identifiers.phone
-    if not roots:  # rule 1
-        now = utcnow()
-        new_id = conn.exec_driver_sql(
-            _INSERT + " RETURNING id",
-            {"e": e, "p": p, "link": None, "precedence": "primary", "created": now},
-        ).scalar_one()
-        return ClusterView(
-            primary_id=new_id,
-            emails=(e,) if e is not None else (),
-            phone_numbers=(p,) if p is not None else (),
-            secondary_ids=(),
-        )
+    keys = sorted({advisory_key(k) for k in identifier_keys(identifiers)})
+    params: dict[str, Any] = {"e": e, "p": p, "cause": cause}
+    params.update({f"k{i}": key for i, key in enumerate(keys)})
+    sql = _LOCK_SQL[len(keys)] + "SAVEPOINT roots;" + _ROOTS
+    for _ in range(MAX_ROOT_CHASES):
+        roots = _lock_roots(conn, sql, params)
+        sql = "ROLLBACK TO SAVEPOINT roots;" + _ROOTS
+        if roots is None:
+            continue
+        if not roots:  # rule 1 (the identifier locks keep anyone else from adding e or p)
+            now = utcnow()
+            new_id = conn.exec_driver_sql(
+                _INSERT,
+                params
+                | {"link": None, "precedence": "primary", "created": now, "kind": PERSON_CREATED},
+            ).scalar_one()
+            return ClusterView(
+                primary_id=new_id,
+                emails=(e,) if e is not None else (),
+                phone_numbers=(p,) if p is not None else (),
+                secondary_ids=(),
+            )
+        winner = min(roots, key=lambda r: r.age)
+        params.update(w=winner.id, roots=[r.id for r in roots])
+        summary = conn.exec_driver_sql(_ANSWER, params).one()
+        if set(summary[6]) != {r.id for r in roots}:
+            continue  # a split moved our values under another root: look again
+        return _write(conn, identifiers, roots, winner, summary, params)
+    raise TransientConflict("cluster roots kept moving under concurrent merges and splits")
 
-    winner = min(roots, key=lambda r: r.age)
-    params: dict[str, Any] = {"e": e, "p": p, "w": winner.id, "roots": [r.id for r in roots]}
-    summary = conn.exec_driver_sql(_ANSWER, params).one()
-    decision = decide_held(identifiers, roots, held_email=summary[0], held_phone=summary[1])
-    if not decision.writes:  # rule 4
+
+def _write(
+    conn: Connection,
+    identifiers: Identifiers,
+    roots: list[Row],
+    winner: Row,
+    summary: Sequence[Any],
+    params: dict[str, Any],
+) -> ClusterView:
+    decision = decide_held(
+        identifiers, roots, held_email=summary[0], held_phone=summary[1], held_pair=summary[5]
+    )
+    if not decision.writes:  # rule 4, pair on record
         return _view(winner.id, summary)
-
     now = utcnow()
-    sql = ""
+    params.update(now=now)
     if decision.demote:  # rule 3: the newer clusters point at the winner, one level deep
-        sql += _DEMOTE
-        params.update(losers=list(decision.demote), now=now)
+        params.update(losers=list(decision.demote))
+        conn.exec_driver_sql(_MERGE, params)
         observe.record(conn, observe.MERGE, demoted=len(decision.demote))
-    if decision.insert is Insert.NOTHING:
         # The merged cluster is the union just aggregated, under the winner.
-        conn.exec_driver_sql(sql, params)
         return _view(winner.id, summary)
-
+    if decision.insert is Insert.NOTHING:  # rule 4, recording the pair
+        conn.exec_driver_sql(_LINK, params)
+        return _view(winner.id, summary)
     # Rule 2: a secondary never older than its primary, whatever the clocks (I2).
     created: datetime = max(now, winner.created_at)
-    params.update(link=winner.id, precedence="secondary", created=created)
-    summary = conn.exec_driver_sql(sql + _INSERT + ";" + _ANSWER, params).one()
+    params.update(link=winner.id, precedence="secondary", created=created, kind=CONTACT_ADDED)
+    summary = conn.exec_driver_sql(_INSERT + ";" + _ANSWER, params).one()
     return _view(winner.id, summary)
+
+
+def cluster_view(conn: Connection, root_id: int) -> ClusterView:
+    """The answer for the cluster under ``root_id``, aggregated in SQL (one row)."""
+    params = {"e": None, "p": None, "w": root_id, "roots": [root_id]}
+    return _view(root_id, conn.exec_driver_sql(_ANSWER, params).one())

@@ -44,10 +44,13 @@ class Decision:
     primary_id: int | None  # None only when a new primary is inserted
     demote: tuple[int, ...]  # roots that become secondaries of primary_id
     insert: Insert
+    #: record a link for the request's pair (SPEC "The graph's edges"): a merge, or a
+    #: rule-4 request whose pair no one live contact and no link holds yet
+    link: bool = False
 
     @property
     def writes(self) -> bool:
-        return bool(self.demote) or self.insert is not Insert.NOTHING
+        return bool(self.demote) or self.insert is not Insert.NOTHING or self.link
 
 
 @dataclass(frozen=True)
@@ -70,33 +73,49 @@ class ClusterView:
         }
 
 
-def decide(identifiers: Identifiers, roots: Sequence[Row], members: Iterable[Row]) -> Decision:
+def decide(
+    identifiers: Identifiers,
+    roots: Sequence[Row],
+    members: Iterable[Row],
+    *,
+    pair_linked: bool = False,
+) -> Decision:
     """Apply rules 1-4 of SPEC.md.
 
     ``roots`` are the primaries of every cluster that holds the request's email or
     phone; ``members`` every live row of those clusters (roots included). Every
     row holding the request's email or phone is among them, so "the request
-    brings something new" is decided from them alone.
+    brings something new" is decided from them alone. ``pair_linked``: a link holds the
+    request's exact pair.
     """
     held_emails = set()
     held_phones = set()
+    held_pair = False
     for row in members:
         held_emails.add(row.email)
         held_phones.add(row.phone)
+        held_pair = held_pair or (row.email, row.phone) == (identifiers.email, identifiers.phone)
     return decide_held(
         identifiers,
         roots,
         held_email=identifiers.email in held_emails,
         held_phone=identifiers.phone in held_phones,
+        held_pair=held_pair or pair_linked,
     )
 
 
 def decide_held(
-    identifiers: Identifiers, roots: Sequence[Row], *, held_email: bool, held_phone: bool
+    identifiers: Identifiers,
+    roots: Sequence[Row],
+    *,
+    held_email: bool,
+    held_phone: bool,
+    held_pair: bool = False,
 ) -> Decision:
     """Rules 1-4 when the caller already knows whether the clusters of ``roots`` hold
-    the request's email and phone (PostgreSQL answers that in SQL, without loading the
-    members: ``identity.pg_identify``)."""
+    the request's email and phone, and whether one live contact or one link holds the
+    pair itself (PostgreSQL answers that in SQL, without loading the members:
+    ``identity.pg_identify``)."""
     if not roots:
         return Decision(primary_id=None, demote=(), insert=Insert.PRIMARY)  # rule 1
     winner = min(roots, key=lambda r: r.age)
@@ -104,11 +123,23 @@ def decide_held(
     brings_new = (identifiers.email is not None and not held_email) or (
         identifiers.phone is not None and not held_phone
     )
+    insert = Insert.SECONDARY if brings_new else Insert.NOTHING  # rule 2 / rule 4
     return Decision(
         primary_id=winner.id,
         demote=demote,
-        insert=Insert.SECONDARY if brings_new else Insert.NOTHING,  # rule 2 / rule 4
+        insert=insert,
+        link=needs_link(identifiers, merges=bool(demote), inserts=brings_new, held_pair=held_pair),
     )
+
+
+def needs_link(identifiers: Identifiers, *, merges: bool, inserts: bool, held_pair: bool) -> bool:
+    """SPEC "The graph's edges": a request asserts its pair; the assertion is recorded by
+    a contact holding exactly the pair (rules 1 and 2 insert one) or else by a link.
+    Rule 3 inserts no contact, so it always records one; rule 4 records one only when no
+    live contact and no link holds the pair yet. A one-identifier request never does."""
+    if identifiers.email is None or identifiers.phone is None or inserts:
+        return False
+    return merges or not held_pair
 
 
 def build_view(primary_id: int, rows: Iterable[Row]) -> ClusterView:

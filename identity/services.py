@@ -11,6 +11,8 @@ from sqlalchemy.engine import Connection
 from identity import observe, pg_identify
 from identity.db import utcnow
 from identity.errors import TransientConflict
+from identity.feed import changes as feed
+from identity.graph.links import linked_pairs, record_links
 from identity.locking import identifier_keys, lock_keys
 from identity.models import Contact
 from identity.normalize import Identifiers
@@ -43,23 +45,29 @@ def _matching(identifiers: Identifiers) -> object:
 def lock_roots(conn: Connection, identifiers: Identifiers) -> list[Row]:
     """Lock and return the primaries of every cluster holding the request's identifiers.
 
-    Roots are locked ``FOR UPDATE`` in id order, then checked: a concurrent merge
-    may have demoted one while we waited, in which case we look again (the next
-    statement sees the merge; READ COMMITTED takes a fresh snapshot per statement).
+    Roots are locked ``FOR UPDATE`` in id order, then checked twice: each locked row
+    must still be a root (a concurrent merge may have demoted it), and the roots of the
+    request's values, read again now that the locks are held, must be exactly the
+    locked set (a concurrent erasure may have split a cluster and promoted a row that
+    nobody locked). Otherwise we look again; READ COMMITTED takes a fresh snapshot per
+    statement.
     """
+    roots_of_values = select(func.coalesce(c.linked_id, c.id)).where(
+        _LIVE,
+        _matching(identifiers),  # type: ignore[arg-type]
+    )
+    root_ids = roots_of_values.scalar_subquery()
     for _ in range(MAX_ROOT_CHASES):
-        root_ids = (
-            select(func.coalesce(c.linked_id, c.id))
-            .where(_LIVE, _matching(identifiers))  # type: ignore[arg-type]
-            .scalar_subquery()
-        )
         rows = conn.execute(
             select(c.id, c.email, c.phone_number, c.linked_id, c.created_at)
             .where(_LIVE, c.id.in_(root_ids))
             .order_by(c.id)
             .with_for_update()
         ).all()
-        if all(r.linked_id is None for r in rows):
+        if not all(r.linked_id is None for r in rows):
+            continue
+        now_roots = set(conn.execute(roots_of_values).scalars())
+        if now_roots == {r.id for r in rows}:
             return [_row(r) for r in rows]
     raise TransientConflict("cluster roots kept moving under concurrent merges")
 
@@ -87,37 +95,56 @@ def peek(conn: Connection, *, identifiers: Identifiers) -> ClusterView | None:
     return pg_identify.peek(conn, identifiers)
 
 
-def identify(conn: Connection, *, identifiers: Identifiers, peeked: bool = False) -> ClusterView:
+def identify(
+    conn: Connection, *, identifiers: Identifiers, peeked: bool = False, cause: str | None = None
+) -> ClusterView:
     """Reconcile one email/phone pair (SPEC.md rules 1-4) and answer with its cluster.
 
-    ``peeked``: :func:`peek` already returned None for this request.
+    ``peeked``: :func:`peek` already returned None for this request. ``cause``: the
+    request id, recorded on the links and changes this request writes.
     """
     if conn.dialect.name == "postgresql":
         # The same steps in fewer round trips, the answer aggregated in SQL.
-        return pg_identify.identify(conn, identifiers=identifiers, peeked=peeked)
+        return pg_identify.identify(conn, identifiers=identifiers, peeked=peeked, cause=cause)
     lock_keys(conn, identifier_keys(identifiers))
-    return apply_identifiers(conn, identifiers=identifiers)
+    return apply_identifiers(conn, identifiers=identifiers, cause=cause)
 
 
-def apply_identifiers(conn: Connection, *, identifiers: Identifiers) -> ClusterView:
+def _pair_linked(conn: Connection, identifiers: Identifiers) -> bool:
+    if identifiers.email is None or identifiers.phone is None:
+        return False
+    return bool(linked_pairs(conn, [(identifiers.email, identifiers.phone)]))
+
+
+def apply_identifiers(
+    conn: Connection, *, identifiers: Identifiers, cause: str | None = None
+) -> ClusterView:
     """Rules 1-4 for a request whose identifier locks the caller already holds."""
     roots = lock_roots(conn, identifiers)
     members = load_members(conn, [r.id for r in roots])
-    decision = decide(identifiers, roots, members)
+    decision = decide(identifiers, roots, members, pair_linked=_pair_linked(conn, identifiers))
     now = utcnow()
+    changes: list[feed.NewChange] = []
 
     if decision.demote:
         # Rule 3: the newer clusters, primaries and secondaries alike, point at the
         # winner directly (one level, never a chain), in one statement.
+        assert decision.primary_id is not None
+        moved = [m.id for m in members if (m.linked_id or m.id) in decision.demote]
         conn.execute(
             update(contact)
             .where(_LIVE, or_(c.id.in_(decision.demote), c.linked_id.in_(decision.demote)))
             .values(linked_id=decision.primary_id, link_precedence="secondary", updated_at=now)
         )
         observe.record(conn, observe.MERGE, demoted=len(decision.demote))
+        changes.append(feed.person_merged(decision.primary_id, decision.demote, moved, cause))
+    if decision.link:
+        assert identifiers.email is not None and identifiers.phone is not None
+        record_links(conn, [(identifiers.email, identifiers.phone, cause)], now)
 
     if decision.insert is Insert.NOTHING:
         assert decision.primary_id is not None
+        feed.record(conn, changes, now)
         return build_view(decision.primary_id, members)
 
     if decision.insert is Insert.SECONDARY:
@@ -139,6 +166,11 @@ def apply_identifiers(conn: Connection, *, identifiers: Identifiers) -> ClusterV
         )
         .returning(c.id)
     ).scalar_one()
+    if linked_id is None:
+        changes.append(feed.person_created(new_id, cause))
+    else:
+        changes.append(feed.contact_added(linked_id, new_id, cause))
+    feed.record(conn, changes, now)
     new_row = Row(
         id=new_id,
         email=identifiers.email,

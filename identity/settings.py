@@ -120,6 +120,18 @@ class Settings:
     events_redrive_after_s: int = 30  # republish inbox rows unapplied this long after publish
     flower_port: int = 5555
     api_keys: Secret = field(default_factory=lambda: Secret(""))
+    admin_api_keys: Secret = field(default_factory=lambda: Secret(""))
+    graph_limit: int = 200  # contacts shown by GET /persons/{id}/graph before it says "cut"
+    history_limit: int = 1000  # changes shown by GET /persons/{id}/history
+    changes_retention_days: int = 30  # the change feed keeps this long (0: forever)
+    changes_stream: str = "identity:changes"  # Redis Stream the relay publishes changes to
+    changes_stream_maxlen: int = 1_000_000  # approximate cap of that stream
+    suppression_hash_key: Secret = field(default_factory=lambda: Secret(""))
+    erased_hash_retention_days: int = 7  # erased values' hashes, for events in flight
+    generic_threshold: int = 20  # distinct partners before a value is generic (0: off)
+    blocked_emails: str = ""  # extra full-match patterns (newline or ;; separated)
+    blocked_phones: str = ""
+    blocked_defaults: bool = True
     flower_basic_auth: Secret = field(default_factory=lambda: Secret(""))
     log_level: str = "INFO"
     log_format: str = "json"  # json (one object a line) or text (for a terminal)
@@ -181,6 +193,18 @@ class Settings:
             events_redrive_after_s=_int(env, "EVENTS_REDRIVE_AFTER_S", 30, minimum=1),
             flower_port=_int(env, "FLOWER_PORT", 5555, minimum=1, maximum=65535),
             api_keys=Secret(env.get("API_KEYS", "").strip()),
+            admin_api_keys=Secret(env.get("ADMIN_API_KEYS", "").strip()),
+            graph_limit=_int(env, "GRAPH_LIMIT", 200, minimum=2, maximum=5000),
+            history_limit=_int(env, "HISTORY_LIMIT", 1000, minimum=1, maximum=100_000),
+            changes_retention_days=_int(env, "CHANGES_RETENTION_DAYS", 30),
+            changes_stream=env.get("CHANGES_STREAM", "").strip() or "identity:changes",
+            changes_stream_maxlen=_int(env, "CHANGES_STREAM_MAXLEN", 1_000_000, minimum=1),
+            suppression_hash_key=Secret(env.get("SUPPRESSION_HASH_KEY", "").strip()),
+            erased_hash_retention_days=_int(env, "ERASED_HASH_RETENTION_DAYS", 7, minimum=1),
+            generic_threshold=_int(env, "GENERIC_THRESHOLD", 20),
+            blocked_emails=env.get("BLOCKED_EMAILS", ""),
+            blocked_phones=env.get("BLOCKED_PHONES", ""),
+            blocked_defaults=_choice(env, "BLOCKED_DEFAULTS", ("on", "off")) == "on",
             flower_basic_auth=Secret(env.get("FLOWER_BASIC_AUTH", "").strip()),
             log_level=env.get("LOG_LEVEL", "").strip().upper() or "INFO",
             log_format=_choice(env, "LOG_FORMAT", ("json", "text")),

@@ -1,4 +1,5 @@
-"""The relay: publishes accepted events from the inbox to the partition queues.
+"""The relay: publishes accepted events from the inbox to the partition queues, and the
+change feed to its Redis Stream (``worker.changes_stream``).
 
     python -m worker.relay
 
@@ -28,11 +29,13 @@ from identity.event_services import claim_stale, claim_unpublished, mark_publish
 from identity.events import partition_for
 from identity.locking import advisory_key
 from identity.settings import Settings
+from worker.changes_stream import ChangeStream
 from worker.publisher import Publisher
 
 log = logging.getLogger("worker.relay")
 
 CLAIM_LIMIT = 5000
+PRUNE_EVERY_S = 3600.0
 IDLE_SLEEP_S = 0.05
 ERROR_SLEEP_S = 1.0
 
@@ -74,6 +77,7 @@ class Relay:
         self.settings = settings
         self.engine = create_db_engine(settings, pool_size=2, max_overflow=0)
         self.publisher = Publisher(settings)
+        self.changes = ChangeStream(settings, self.engine)
         self.stopping = False
         self._leader: Connection | None = None
 
@@ -98,12 +102,18 @@ class Relay:
         log.info("relay: publishing the inbox to %d partition(s)", self.publisher.partitions)
         redrive_every = max(0.5, self.settings.events_redrive_after_s / 4)
         next_redrive = time.monotonic() + redrive_every
+        next_prune = time.monotonic()
         while not self.stopping:
             try:
                 sent = relay_once(self.engine, self.publisher)
+                sent += self.changes.publish_once()
                 if time.monotonic() >= next_redrive:
                     next_redrive = time.monotonic() + redrive_every
                     redrive_once(self.engine, self.publisher, self.settings)
+                if time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + PRUNE_EVERY_S
+                    if pruned := self.changes.prune():
+                        log.info("relay: pruned %d change(s) past retention", pruned)
             except Exception as error:  # Redis or the database away: keep trying
                 log.warning("relay: %s: %s; retrying", type(error).__name__, error)
                 time.sleep(ERROR_SLEEP_S)
@@ -116,6 +126,7 @@ class Relay:
         if self._leader is not None:
             self._leader.close()
         self.publisher.close()
+        self.changes.close()
         self.engine.dispose()
 
 

@@ -89,10 +89,11 @@ def test_rejected_requests_write_nothing(keyed: FlaskClient, keyed_app: Flask) -
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
-def test_health_openapi_and_metrics_stay_open(keyed: FlaskClient) -> None:
+def test_health_openapi_index_and_metrics_stay_open(keyed: FlaskClient) -> None:
     assert keyed.get("/healthz").status_code == 200
     assert keyed.get("/openapi.json").status_code == 200
     assert keyed.get("/metrics").status_code == 200
+    assert keyed.get("/").status_code == 200  # the index of the open document (issue 15)
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -15,10 +16,15 @@ from api.openapi import document
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
 
 
+def openapi_path(rule: str) -> str:
+    """Flask's ``/persons/<int:contact_id>`` is OpenAPI's ``/persons/{contact_id}``."""
+    return re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule)
+
+
 def operations_in_app(app: Flask) -> set[tuple[str, str]]:
     """The JSON API's operations; the explorer page's files (``ui.*``) are not the API."""
     return {
-        (rule.rule, method.lower())
+        (openapi_path(rule.rule), method.lower())
         for rule in app.url_map.iter_rules()
         if rule.endpoint != "static" and not rule.endpoint.startswith("ui.")
         for method in (rule.methods or set()) - IGNORED_METHODS
@@ -100,6 +106,8 @@ def response_schema(path: str, method: str, status: int) -> dict[str, Any]:
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 def test_real_answers_match_the_document(client: FlaskClient) -> None:
     cases = [
+        ("get", "/", None),
+        ("post", "/", None),
         ("post", "/identify", {"email": "lorraine@hillvalley.edu", "phoneNumber": "123456"}),
         ("post", "/identify", {"email": "mcfly@hillvalley.edu", "phoneNumber": 123456}),
         ("post", "/identify", {"email": "not an email"}),
@@ -127,3 +135,39 @@ def test_real_answers_match_the_document(client: FlaskClient) -> None:
     )
     served = client.get("/openapi.json")
     assert served.status_code == 200 and served.get_json() == document()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_root_is_a_json_index_of_the_api(client: FlaskClient) -> None:
+    """Issue 15: `GET /` answered 404. It says what this is and where to go, never redirects."""
+    response = client.get("/")
+    assert response.status_code == 200 and response.mimetype == "application/json"
+    index = response.get_json()
+    assert index["service"] == "identity-reconciliation"
+    assert index["links"] == {
+        "openapi": "/openapi.json",
+        "health": "/healthz",
+        "metrics": "/metrics",
+        "explorer": "/ui/",  # the explorer page (SPEC.md); served by its own blueprint
+    }
+    for name in ("openapi", "health", "metrics"):
+        assert client.get(index["links"][name]).status_code == 200, name
+    # Every operation of the document, and nothing else: the index cannot go stale.
+    listed = {(e["path"], e["method"].lower()) for e in index["endpoints"]}
+    assert listed == operations_in_document(document())
+    identify = next(e for e in index["endpoints"] if e["path"] == "/identify")
+    assert identify == {
+        "method": "POST",
+        "path": "/identify",
+        "summary": document()["paths"]["/identify"]["post"]["summary"],
+    }
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_root_index_links_below_the_prefix_the_app_is_mounted_at(client: FlaskClient) -> None:
+    index = client.get("/", base_url="http://localhost/identity/").get_json()
+    assert index["links"]["openapi"] == "/identity/openapi.json"
+    assert index["links"]["explorer"] == "/identity/ui/"
+    assert {"method": "POST", "path": "/identity/identify"} in [
+        {"method": e["method"], "path": e["path"]} for e in index["endpoints"]
+    ]

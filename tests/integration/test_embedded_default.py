@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,11 +22,13 @@ from sqlalchemy.engine import Engine
 
 from tests.support.db import ROOT
 from tests.support.load import Outcome, check_outcome, run_clients
+from tests.support.processes import free_port, wait_until
 from tests.support.server import SCRUBBED, Server, serve
 
 pytestmark = pytest.mark.slow
 
 ALEMBIC = Path(sys.executable).parent / "alembic"
+FLASK = Path(sys.executable).parent / "flask"
 DB_FILE = "identity.sqlite3"
 
 
@@ -80,6 +84,46 @@ def test_server_says_it_uses_the_embedded_sqlite_file(server: Server, workdir: P
     assert "postgresql" not in log
 
 
+def test_dev_server_says_it_once_and_shows_a_readable_debugger_pin(
+    workdir: Path, migrated: object
+) -> None:
+    """`make dev`: Flask's reloading server; its reloader and its serving child both load the
+    app. The warning comes once, and the debugger PIN (phone-shaped) is printed in clear."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in SCRUBBED and not k.startswith(("PROMETHEUS_", "WERKZEUG_", "FLASK_"))
+    }
+    log_path = workdir / "dev.log"
+    with log_path.open("wb") as out:
+        process = subprocess.Popen(
+            [str(FLASK), "--app", "api", "run", "--debug", "--port", str(free_port())],
+            cwd=workdir,
+            env={**env, "LOG_LEVEL": "INFO"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: the reloader and its child
+        )
+    try:
+        wait_until(
+            lambda: "Debugger PIN" in log_path.read_text(errors="replace"),
+            timeout_s=60,
+            what="the development server to print its debugger PIN",
+        )
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+    lines = log_path.read_text(errors="replace").splitlines()
+    pin = [json.loads(line)["message"] for line in lines if "Debugger PIN" in line]
+    assert len(pin) == 1 and re.fullmatch(r" \* Debugger PIN: \d+(-\d+)+", pin[0]), pin
+    said = [line for line in lines if "embedded SQLite" in line]
+    assert len(said) == 1, said
+
+
 def test_worked_example_on_the_embedded_database(
     server: Server, sqlite_engine: Engine, workdir: Path
 ) -> None:
@@ -126,6 +170,15 @@ def test_worked_example_on_the_embedded_database(
         "embedded burst", outcome, elapsed, server, sqlite_engine, clients=8, min_relinked=1
     )
     assert (workdir / DB_FILE).stat().st_size > 0
+
+
+def test_server_says_it_once_from_the_master_not_once_per_worker(server: Server) -> None:
+    """Runs after the burst above: both workers have long built their app by now."""
+    log = server.log()
+    assert log.count("Booting worker with pid") == 2  # WEB_CONCURRENCY=2
+    said = [json.loads(line) for line in log.splitlines() if "embedded SQLite" in line]
+    assert len(said) == 1, said
+    assert said[0]["logger"] == "gunicorn.error" and said[0]["level"] == "WARNING"
 
 
 def test_bad_input_on_the_real_server(server: Server) -> None:

@@ -72,7 +72,30 @@ def test_rule2_is_decided_against_the_whole_cluster_not_the_matching_row() -> No
     third = row(3, "b@x.io", "222", linked_id=1)
     decision = decide(ids("a@x.io", "222"), [primary], [primary, second, third])
     assert decision.insert is Insert.NOTHING
-    assert not decision.writes
+    assert not decision.demote
+    # ... but no contact holds the pair (a@x.io, 222): rule 4 records a link for it.
+    assert decision.link and decision.writes
+
+
+def test_rule4_writes_nothing_when_a_contact_or_a_link_holds_the_pair() -> None:
+    primary = row(1, "a@x.io", "111")
+    second = row(2, "b@x.io", "222", linked_id=1)
+    third = row(3, "b@x.io", "111", linked_id=1)
+    held = decide(ids("b@x.io", "111"), [primary], [primary, second, third])
+    assert held == Decision(primary_id=1, demote=(), insert=Insert.NOTHING, link=False)
+    assert not held.writes
+    # (a@x.io, 222) is held by no contact: a link on record makes it a pure read too.
+    linked = decide(ids("a@x.io", "222"), [primary], [primary, second], pair_linked=True)
+    assert not linked.writes
+    # One identifier never records a link.
+    assert not decide(ids("a@x.io", None), [primary], [primary, second]).writes
+
+
+def test_rule3_always_records_a_link_for_its_pair() -> None:
+    one = row(1, "a@x.io", "111")
+    two = row(2, "b@x.io", "222")
+    decision = decide(ids("a@x.io", "222"), [one, two], [one, two])
+    assert decision == Decision(primary_id=1, demote=(2,), insert=Insert.NOTHING, link=True)
 
 
 # --- rule 3 ----------------------------------------------------------------------------
@@ -82,7 +105,7 @@ def test_rule3_two_clusters_merge_under_the_older_primary() -> None:
     george = row(1, "george@hillvalley.edu", "919191")
     biff = row(2, "biffsucks@hillvalley.edu", "717171")
     decision = decide(ids("george@hillvalley.edu", "717171"), [george, biff], [george, biff])
-    assert decision == Decision(primary_id=1, demote=(2,), insert=Insert.NOTHING)
+    assert decision == Decision(primary_id=1, demote=(2,), insert=Insert.NOTHING, link=True)
     assert decision.writes
 
 
@@ -247,7 +270,7 @@ def test_decide_held_rules() -> None:
         1, (), Insert.SECONDARY
     )
     assert decide_held(ids("a@x.io", "222"), [b, a], held_email=True, held_phone=True) == Decision(
-        1, (2,), Insert.NOTHING
+        1, (2,), Insert.NOTHING, link=True
     )
     assert decide_held(ids(phone="111"), [a], held_email=False, held_phone=True) == Decision(
         1, (), Insert.NOTHING
@@ -279,6 +302,7 @@ def test_decide_held_agrees_with_decide(state: tuple[Identifiers, list[Row], lis
     request, roots, members = state
     held_email = any(m.email == request.email for m in members)
     held_phone = any(m.phone == request.phone for m in members)
-    assert decide_held(request, roots, held_email=held_email, held_phone=held_phone) == decide(
-        request, roots, members
-    )
+    held_pair = any((m.email, m.phone) == (request.email, request.phone) for m in members)
+    assert decide_held(
+        request, roots, held_email=held_email, held_phone=held_phone, held_pair=held_pair
+    ) == decide(request, roots, members)

@@ -1,0 +1,1 @@
+"""The change feed: what changed in the graph, in an order a follower can trust."""

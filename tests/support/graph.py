@@ -1,0 +1,95 @@
+"""The graph on record, read straight from the tables: links, changes, and what they imply."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection, Engine
+
+OWNED_TABLES = (
+    "contact",
+    "link",
+    "change",
+    "change_subject",
+    "feed_state",
+    "processed_event",
+    "event_inbox",
+    "dead_letter",
+)
+
+
+def table_snapshot(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table the service owns, to prove a read wrote nothing."""
+    out = {}
+    with engine.connect() as conn:
+        for table in OWNED_TABLES:
+            rows = conn.execute(text(f"SELECT * FROM {table}")).all()  # noqa: S608
+            out[table] = sorted((tuple(str(v) for v in r) for r in rows), key=str)
+    return out
+
+
+def stored_links(conn: Connection) -> set[tuple[str, str]]:
+    return {(r[0], r[1]) for r in conn.execute(text("SELECT email, phone_number FROM link")).all()}
+
+
+def assertion_clusters(conn: Connection) -> set[frozenset[str]]:
+    """Connected components of the recorded assertions (live contacts and links), as sets of
+    namespaced values: SPEC I4's clusters, computed without the linked_id column."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    pairs = (
+        conn.execute(text("SELECT email, phone_number FROM contact WHERE deleted_at IS NULL")).all()
+        + conn.execute(text("SELECT email, phone_number FROM link")).all()
+    )
+    for email, phone in pairs:
+        keys = [k for k in (f"e:{email}" if email else None, f"p:{phone}" if phone else None) if k]
+        for k in keys:
+            find(k)
+        if len(keys) == 2:
+            parent[find(keys[0])] = find(keys[1])
+    groups: dict[str, set[str]] = defaultdict(set)
+    for k in list(parent):
+        groups[find(k)].add(k)
+    return {frozenset(g) for g in groups.values()}
+
+
+def replay(changes: list[dict[str, Any]]) -> dict[int, int]:
+    """Rebuild ``contact id -> primary id`` of live contacts from the feed alone."""
+    primary: dict[int, int] = {}
+    for change in changes:
+        kind, p = change["kind"], change["payload"]
+        if kind in ("person.created", "contact.added"):
+            primary[p["contactId"]] = p["primaryContactId"]
+        elif kind == "person.merged":
+            absorbed = set(p["absorbedPrimaryIds"])
+            for contact, root in list(primary.items()):
+                if root in absorbed:
+                    primary[contact] = p["primaryContactId"]
+        elif kind == "person.split":
+            for person in p["persons"]:
+                for contact in person["contactIds"]:
+                    primary[contact] = person["primaryContactId"]
+        elif kind == "contacts.erased":
+            for contact in p["tombstonedContactIds"]:
+                primary.pop(contact, None)
+            before, after = p["previousPrimaryId"], p["primaryContactId"]
+            for contact, root in list(primary.items()):
+                if root == before and after is not None:
+                    primary[contact] = after
+    return primary
+
+
+def live_primaries(conn: Connection) -> dict[int, int]:
+    rows = conn.execute(
+        text("SELECT id, coalesce(linked_id, id) FROM contact WHERE deleted_at IS NULL")
+    ).all()
+    return {int(r[0]): int(r[1]) for r in rows}
