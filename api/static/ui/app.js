@@ -88,7 +88,9 @@
     }
     let response;
     try {
-      response = await fetch(path, init);
+      // Relative to the page (/ui/): the API is its parent, also when the app is mounted
+      // below a prefix.
+      response = await fetch(new URL(".." + path, location.href), init);
     } catch (e) {
       return { status: 0, ok: false, data: { error: "the server did not answer" } };
     }
