@@ -194,3 +194,26 @@ def test_a_person_above_the_limit_is_cut_with_a_note(page: Explorer, api: Api) -
     note = page.visible("#graph-note").text
     assert f"This person has 205 contacts: the picture shows the {graph['limit']}" in note
     page.assert_no_console_errors()
+
+
+def test_generic_values_are_flagged_on_the_person_and_listed_on_the_guards_page(
+    page: Explorer, api: Api
+) -> None:
+    tag = unique()
+    counter = f"6{int(tag, 16) % 10**8:08d}"  # a shop's counter phone: 21 shoppers use it
+    first = api.identify(f"shopper0.{tag}@mall.test", counter)
+    for i in range(1, 21):
+        api.identify(f"shopper{i}.{tag}@mall.test", counter)
+    guards = api.ok("GET", "/guards")
+    assert [g["field"] for g in guards["generic"] if g["value"] == counter] == ["phoneNumber"]
+    page.open(f"#/person/{first['primaryContactId']}")
+    page.wait_rendered(first["primaryContactId"])
+    flagged = [e.text for e in page.find_all("#person-summary .value.flagged")]
+    assert flagged == [f"{counter}\ngeneric"] or flagged == [f"{counter} generic"], flagged
+    assert page.find_all("#contacts .value.flagged .badge.generic")
+    page.load("#/guards")
+    table = page.visible("#guards table.generic-table")
+    assert counter in table.text
+    patterns = page.find_all("#guards ul.patterns li")
+    assert patterns, "the blocked patterns are listed"
+    page.assert_no_console_errors()
