@@ -31,7 +31,7 @@ def create_app(settings: Settings | None = None) -> Flask:
             settings.safe_database_url,
         )
 
-    from api import auth, errors, events, graph, metrics, openapi, routes, ui
+    from api import auth, erasures, errors, events, graph, metrics, openapi, routes, ui
 
     observability.register(app)  # first: every later hook and log line has the request id
     auth.register(app, settings)
@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(openapi.bp)
     app.register_blueprint(events.bp)
     app.register_blueprint(graph.bp)
+    app.register_blueprint(erasures.bp)
     app.register_blueprint(ui.bp)
     return app
 

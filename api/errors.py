@@ -8,7 +8,7 @@ from flask import Flask, g, jsonify
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
-from identity.errors import InvalidInput, Unavailable
+from identity.errors import IdentityError, InvalidInput, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,14 @@ def register(app: Flask) -> None:
     def _invalid(error: InvalidInput) -> ResponseReturnValue:
         extra = {"field": error.field} if error.field else {}
         return error_response(400, error.message, **extra)
+
+    @app.errorhandler(IdentityError)
+    def _domain(error: IdentityError) -> ResponseReturnValue:
+        """Domain refusals by code: not_found 404, conflict 409, unprocessable 422."""
+        status = {"not_found": 404, "conflict": 409, "unprocessable": 422}.get(error.code)
+        if status is None:
+            return _unexpected(error)
+        return error_response(status, str(error))
 
     @app.errorhandler(Unavailable)
     def _unavailable(error: Unavailable) -> ResponseReturnValue:

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     ForeignKey,
     Index,
@@ -59,7 +60,11 @@ class Contact(Base):
             " OR (link_precedence = 'secondary' AND linked_id IS NOT NULL)",
             name="link_matches_precedence",
         ),
-        CheckConstraint("email IS NOT NULL OR phone_number IS NOT NULL", name="has_identifier"),
+        # A live contact holds a value; a tombstone (an erasure emptied it) holds none.
+        CheckConstraint(
+            "deleted_at IS NOT NULL OR email IS NOT NULL OR phone_number IS NOT NULL",
+            name="has_identifier",
+        ),
         # Lookups touch live rows only: partial indexes keep them index scans and small.
         Index("ix_contact_email_live", "email", postgresql_where=LIVE, sqlite_where=LIVE),
         Index(
@@ -205,3 +210,42 @@ class FeedState(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     last_seq: Mapped[int] = mapped_column(BigId)
     pruned_through: Mapped[int] = mapped_column(BigId)
+
+
+# --- Erasure and guards (SPEC "Erasure", "Guards"; docs/ARCHITECTURE.md) ---------------
+
+
+class ErasedValue(Base):
+    """A keyed hash of an erased value (never the value): events accepted before
+    ``erased_at`` are applied without it; a ``suppressed`` one is ignored for good."""
+
+    __tablename__ = "erased_value"
+
+    value_hash: Mapped[str] = mapped_column(Text, primary_key=True)
+    kind: Mapped[str] = mapped_column(Text)  # "email" | "phoneNumber"
+    erased_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    suppressed: Mapped[bool] = mapped_column(Boolean)
+
+
+class ServiceKey(Base):
+    """The hash key used when SUPPRESSION_HASH_KEY is not configured (one row)."""
+
+    __tablename__ = "service_key"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(Text)
+
+
+class GenericValue(Base):
+    """A value marked generic: asserted with more than GENERIC_THRESHOLD partners."""
+
+    __tablename__ = "generic_value"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    field: Mapped[str] = mapped_column(Text)  # "email" | "phoneNumber"
+    value: Mapped[str] = mapped_column(Text)
+    partners: Mapped[int] = mapped_column(Integer)
+    marked_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    cause: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_generic_value_field_value", "field", "value", unique=True),)

@@ -127,3 +127,29 @@ def normalize_identifiers(
     if identifiers.email is None and identifiers.phone is None:
         raise InvalidInput("provide email or phoneNumber (at least one, not empty)")
     return identifiers
+
+
+def phone_spellings(value: object, default_region: str | None = None) -> set[str]:
+    """Every form this service may have stored a phone in: as normalized now, as given
+    (separators dropped), digits only, with a leading +, and E.164 when it parses (with
+    or without the region). Erasure matches all of them (SPEC "Erasure")."""
+    normalized = normalize_phone(value, default_region)
+    if normalized is None:
+        return set()
+    raw = str(value).strip() if not isinstance(value, str) else value.strip()
+    compact = _PHONE_SEPARATORS.sub("", raw)
+    digits = compact.lstrip("+")
+    forms = {normalized, compact, digits, "+" + digits}
+    for region in {default_region, None}:
+        for text in (compact, "+" + digits):
+            try:
+                parsed = phonenumbers.parse(text, region)
+            except phonenumbers.NumberParseException:
+                continue
+            if phonenumbers.is_valid_number(parsed):
+                e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+                forms.add(e164)
+                forms.add(e164.lstrip("+"))
+                national = str(parsed.national_number)
+                forms.add(national)
+    return {f for f in forms if MIN_PHONE_DIGITS <= len(f.lstrip("+")) <= MAX_PHONE_DIGITS}

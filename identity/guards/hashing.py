@@ -1,0 +1,44 @@
+"""Keyed hashes of values: what erasure keeps instead of a value (never the value itself).
+
+The key is SUPPRESSION_HASH_KEY when configured (kept outside the database, so a dump
+alone cannot test guesses against the hashes). Without it, the hashes that erasure keeps
+for events still in flight use a random key generated once and stored in ``service_key``:
+weaker (a dump holds key and hashes together), which is why ``"suppress": true`` is
+refused without SUPPRESSION_HASH_KEY (docs/OPERATIONS.md, "Erasure").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from sqlalchemy import Table, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from identity.models import ServiceKey
+
+service_key: Table = ServiceKey.__table__  # type: ignore[assignment]
+
+EMAIL, PHONE = "email", "phoneNumber"
+
+
+def value_hash(key: bytes, kind: str, value: str) -> str:
+    return hmac.new(key, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
+
+
+def resolve_key(conn: Connection, configured: str) -> bytes:
+    """SUPPRESSION_HASH_KEY, or the database's own key (created on first use)."""
+    if configured:
+        return configured.encode()
+    row = conn.execute(select(service_key.c.key).where(service_key.c.id == 1)).first()
+    if row is None:
+        module = postgresql if conn.dialect.name == "postgresql" else sqlite
+        conn.execute(
+            module.insert(service_key)
+            .values(id=1, key=secrets.token_hex(32))
+            .on_conflict_do_nothing()
+        )
+        row = conn.execute(select(service_key.c.key).where(service_key.c.id == 1)).one()
+    return str(row.key).encode()
