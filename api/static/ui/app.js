@@ -493,14 +493,15 @@
       if (!rings.has(depth[i])) rings.set(depth[i], []);
       rings.get(depth[i]).push(i);
     }
-    const k = 70; // ideal edge length, in SVG units
+    // Ideal edge length, in SVG units: room for a label on each line of a small person.
+    const k = n <= 12 ? 140 : n <= 40 ? 100 : 70;
     const reach2 = (3 * k) * (3 * k);
     const x = new Float64Array(n);
     const y = new Float64Array(n);
     for (const [d, members] of rings) {
       const radius = d * k;
       members.forEach((i, m) => {
-        const angle = (2 * Math.PI * m) / members.length + d * 0.5;
+        const angle = (2 * Math.PI * m) / members.length + (d - 1) * 0.5; // 2 contacts: a row
         x[i] = radius * Math.cos(angle);
         y[i] = radius * Math.sin(angle);
       });
