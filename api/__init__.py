@@ -9,6 +9,7 @@ from flask import Flask
 from werkzeug.serving import is_running_from_reloader
 
 from identity.db import create_db_engine
+from identity.guards.policy import GuardPolicy
 from identity.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -25,13 +26,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep SPEC.md's field order
     app.extensions["identity.settings"] = settings
     app.extensions["identity.engine"] = create_db_engine(settings)
+    app.extensions["identity.guards"] = GuardPolicy.from_settings(settings)
     if settings.embedded and not _parent_said_it():
         log.warning(
             "DATABASE_URL is not set: using the embedded SQLite database %s",
             settings.safe_database_url,
         )
 
-    from api import auth, erasures, errors, events, graph, metrics, openapi, routes, ui
+    from api import auth, erasures, errors, events, graph, guards, metrics, openapi, routes, ui
 
     observability.register(app)  # first: every later hook and log line has the request id
     auth.register(app, settings)
@@ -42,6 +44,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(events.bp)
     app.register_blueprint(graph.bp)
     app.register_blueprint(erasures.bp)
+    app.register_blueprint(guards.bp)
     app.register_blueprint(ui.bp)
     return app
 

@@ -21,7 +21,9 @@ def register(app: Flask) -> None:
     @app.errorhandler(InvalidInput)
     def _invalid(error: InvalidInput) -> ResponseReturnValue:
         extra = {"field": error.field} if error.field else {}
-        return error_response(400, error.message, **extra)
+        # A well-formed request whose every value a guard ignores is 422, not 400.
+        status = 422 if error.code == "all_ignored" else 400
+        return error_response(status, error.message, **extra)
 
     @app.errorhandler(IdentityError)
     def _domain(error: IdentityError) -> ResponseReturnValue:

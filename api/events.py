@@ -63,7 +63,9 @@ def post_events() -> ResponseReturnValue:
         for chunk in event_services.chunked(events, event_services.MAX_EVENTS_PER_TRANSACTION):
             run_in_transaction(
                 engine,
-                lambda conn, c=chunk: event_services.apply_events(conn, c),
+                lambda conn, c=chunk: event_services.apply_events(
+                    conn, c, current_app.extensions["identity.guards"]
+                ),
                 attempts=settings.db_retry_attempts,
             )
         status = "applied"

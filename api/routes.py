@@ -14,6 +14,7 @@ from api.observability import request_id
 from identity import services
 from identity.db import run_in_transaction, run_read_only
 from identity.errors import InvalidInput, Unavailable
+from identity.guards.policy import AllIgnored
 from identity.normalize import Identifiers, normalize_identifiers
 
 bp = Blueprint("identity", __name__)
@@ -94,13 +95,21 @@ def identify() -> ResponseReturnValue:
     engine = _engine()
     cause = request_id()
     # A repeat lookup is answered by one lock-free read; anything else, one transaction.
-    view = run_read_only(engine, lambda conn: services.peek(conn, identifiers=identifiers))
+    policy = current_app.extensions["identity.guards"]
+    view = run_read_only(
+        engine, lambda conn: services.peek(conn, identifiers=identifiers, policy=policy)
+    )
     if view is None:
-        view = run_in_transaction(
+        outcome = run_in_transaction(
             engine,
-            lambda conn: services.identify(conn, identifiers=identifiers, peeked=True, cause=cause),
+            lambda conn: services.identify(
+                conn, identifiers=identifiers, peeked=True, cause=cause, policy=policy
+            ),
             attempts=settings.db_retry_attempts,
         )
+        if isinstance(outcome, AllIgnored):
+            raise outcome.error()  # after the commit: a generic mark it caused stays
+        view = outcome
     return jsonify(view.to_json())
 
 

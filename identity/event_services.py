@@ -35,6 +35,8 @@ from identity.errors import TransientConflict
 from identity.events import Event
 from identity.feed import changes as feed
 from identity.graph.links import linked_pairs, record_links
+from identity.guards.policy import GuardPolicy, screen, values_of
+from identity.guards.store import load_marks, mark_generic
 from identity.locking import advisory_key, identifier_keys, lock_keys
 from identity.models import Contact, DeadLetter, EventInbox, ProcessedEvent
 from identity.normalize import Identifiers
@@ -246,7 +248,9 @@ def _relink(conn: Connection, relinks: dict[int, int], now: datetime) -> dict[in
     return moved
 
 
-def apply_events(conn: Connection, events: Sequence[Event]) -> BatchResult:
+def apply_events(
+    conn: Connection, events: Sequence[Event], policy: GuardPolicy | None = None
+) -> BatchResult:
     """Apply ``events`` in one transaction, as if applied one by one in order.
 
     Takes every identifier lock of the batch at once (sorted, so batches and requests
@@ -255,7 +259,12 @@ def apply_events(conn: Connection, events: Sequence[Event]) -> BatchResult:
     memory (``identity.batch.plan_batch``) and writes the difference with one
     multi-row INSERT and one UPDATE. Accepted inbox rows of the batch are deleted in
     the same transaction.
+
+    Guards (``policy``) are checked when applied, under the identifier locks: an ignored
+    value is left out (and noted in the ledger), a value erased after the event was
+    accepted too; an event left with nothing is recorded as applied with nothing to do.
     """
+    policy = policy or GuardPolicy()
     first: dict[str, Event] = {}
     for event in events:
         first.setdefault(event.event_id, event)
@@ -266,10 +275,15 @@ def apply_events(conn: Connection, events: Sequence[Event]) -> BatchResult:
     now = utcnow()
     fresh_ids = _record_in_ledger(conn, list(first), now)
     conn.execute(delete(inbox).where(_one_of(conn, inbox.c.event_id, list(first))))
-    fresh = [e.identifiers for e in first.values() if e.event_id in fresh_ids]
-    duplicates = len(events) - len(fresh)
-    if not fresh:
+    fresh_events = [e for e in first.values() if e.event_id in fresh_ids]
+    duplicates = len(events) - len(fresh_events)
+    if not fresh_events:
         return BatchResult(0, duplicates, 0, 0)
+    kept = _screen_batch(conn, fresh_events, policy)
+    fresh = [identifiers for _, identifiers in kept]
+    causes = [event_id for event_id, _ in kept]
+    if not fresh:
+        return BatchResult(len(fresh_events), duplicates, 0, 0)
 
     emails = sorted({i.email for i in fresh if i.email is not None})
     phones = sorted({i.phone for i in fresh if i.phone is not None})
@@ -302,10 +316,41 @@ def apply_events(conn: Connection, events: Sequence[Event]) -> BatchResult:
         )
     # After the insert: a demoted root may now point at a primary the batch created.
     before = _relink(conn, {loser: real(w) for loser, w in plan.relinks.items()}, now)
-    causes = [e.event_id for e in first.values() if e.event_id in fresh_ids]
     record_links(conn, [(e, p, causes[n]) for n, e, p in plan.links], now)
     feed.record(conn, [_resolve(ch, real, before, causes) for ch in plan.changes], now)
-    return BatchResult(len(fresh), duplicates, len(plan.new_rows), len(plan.relinks))
+    return BatchResult(len(fresh_events), duplicates, len(plan.new_rows), len(plan.relinks))
+
+
+def _screen_batch(
+    conn: Connection, events: Sequence[Event], policy: GuardPolicy
+) -> list[tuple[str, Identifiers]]:
+    """Each event's identifiers without its ignored values, in order; events left with
+    nothing are dropped. Generic marks the batch causes are recorded; ignored values are
+    noted on the event's ledger row (field and reason, never the value)."""
+    values = {v for e in events for v in values_of(e.identifiers)}
+    pairs = {
+        v for e in events if len(values_of(e.identifiers)) == 2 for v in values_of(e.identifiers)
+    }
+    marks = load_marks(conn, policy, values, count_partners=pairs, with_erased=True)
+    kept = []
+    notes = []
+    for event in events:
+        screened = screen(event.identifiers, policy, marks, accepted_at=event.accepted_at)
+        if screened.newly_generic:
+            mark_generic(conn, screened.newly_generic, event.event_id)
+        if screened.ignored:
+            note = ",".join(f"{i.field}:{i.reason}" for i in screened.ignored)
+            notes.append({"eid": event.event_id, "note": note})
+        if screened.identifiers is not None:
+            kept.append((event.event_id, screened.identifiers))
+    if notes:
+        conn.execute(
+            update(ledger)
+            .where(ledger.c.event_id == bindparam("eid"))
+            .values(ignored=bindparam("note")),
+            notes,
+        )
+    return kept
 
 
 def _resolve(
@@ -368,6 +413,7 @@ def _inbox_event(r: Any) -> InboxRow:
             identifiers=Identifiers(email=r.email, phone=r.phone_number),
             occurred_at=r.occurred_at,
             source=r.source,
+            accepted_at=r.accepted_at,
         ),
     )
 

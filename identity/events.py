@@ -35,6 +35,9 @@ class Event:
     identifiers: Identifiers
     occurred_at: datetime | None = None
     source: str | None = None
+    #: when the service accepted it (inbox commit or publish): a value erased after this
+    #: is dropped when the event is applied (SPEC "Erasure", events in flight)
+    accepted_at: datetime | None = None
 
     @property
     def routing_key(self) -> str:
@@ -52,6 +55,7 @@ class Event:
             "phoneNumber": self.identifiers.phone,
             "occurredAt": self.occurred_at.isoformat() if self.occurred_at else None,
             "source": self.source,
+            **({"acceptedAt": self.accepted_at.isoformat()} if self.accepted_at else {}),
         }
 
 
@@ -127,11 +131,18 @@ def _source(value: object) -> str | None:
     return source or None
 
 
-def parse_event(item: object, default_region: str | None = None) -> Event:
-    """Validate and normalize one event; a missing eventId gets a fresh uuid4."""
+def parse_event(
+    item: object, default_region: str | None = None, *, internal: bool = False
+) -> Event:
+    """Validate and normalize one event; a missing eventId gets a fresh uuid4.
+
+    ``internal``: a queue message written by this service, which may carry ``acceptedAt``
+    (producers may not set it).
+    """
     if not isinstance(item, Mapping):
         raise InvalidInput("an event must be a JSON object")
-    unknown = sorted(str(k) for k in set(item) - EVENT_FIELDS)
+    allowed = EVENT_FIELDS | {"acceptedAt"} if internal else EVENT_FIELDS
+    unknown = sorted(str(k) for k in set(item) - allowed)
     if unknown:
         raise InvalidInput(f"unknown field(s): {', '.join(unknown)}", field=unknown[0])
     return Event(
@@ -141,6 +152,7 @@ def parse_event(item: object, default_region: str | None = None) -> Event:
         ),
         occurred_at=_occurred_at(item.get("occurredAt")),
         source=_source(item.get("source")),
+        accepted_at=_occurred_at(item.get("acceptedAt")) if internal else None,
     )
 
 

@@ -91,6 +91,8 @@ class ProcessedEvent(Base):
 
     event_id: Mapped[str] = mapped_column(Text, primary_key=True)
     applied_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: the values a guard ignored when it was applied, as "field:reason,..." (no value)
+    ignored: Mapped[str | None] = mapped_column(Text)
 
 
 class EventInbox(Base):

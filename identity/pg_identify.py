@@ -23,6 +23,7 @@ text sent through ``exec_driver_sql``: nothing to compile per request.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -32,6 +33,9 @@ from identity import observe
 from identity.db import utcnow
 from identity.errors import TransientConflict
 from identity.feed.changes import CONTACT_ADDED, PERSON_CREATED
+from identity.guards.hashing import EMAIL, PHONE, resolve_key, value_hash
+from identity.guards.policy import AllIgnored, GuardPolicy, Marks, Screened, screen, values_of
+from identity.guards.store import mark_generic
 from identity.locking import advisory_key, identifier_keys
 from identity.normalize import Identifiers
 from identity.reconcile import ClusterView, Insert, Row, decide_held
@@ -109,7 +113,31 @@ m AS MATERIALIZED (
     + _AGGREGATES
     + ", (SELECT min(root) FROM r), (SELECT count(*) FROM r),"
     + _PAIR_HELD
+    + ","
+    + """
+    (EXISTS (SELECT 1 FROM generic_value WHERE (field = 'email' AND value = %(e)s)
+                                            OR (field = 'phoneNumber' AND value = %(p)s))
+     OR EXISTS (SELECT 1 FROM erased_value WHERE suppressed
+                AND value_hash IN (%(he)s, %(hp)s)))"""
 )
+
+# The guards of the request's values, read under their identifier locks (sent in the same
+# message as the locks): generic marks, suppressed hashes, and each value's direct
+# partners of the other kind, at most threshold + 1 (identity.guards.store reads the same).
+_GUARDS = """
+SELECT
+    EXISTS (SELECT 1 FROM generic_value WHERE field = 'email' AND value = %(e)s),
+    EXISTS (SELECT 1 FROM generic_value WHERE field = 'phoneNumber' AND value = %(p)s),
+    EXISTS (SELECT 1 FROM erased_value WHERE suppressed AND value_hash = %(he)s),
+    EXISTS (SELECT 1 FROM erased_value WHERE suppressed AND value_hash = %(hp)s),
+    CASE WHEN %(count)s THEN ARRAY(SELECT y FROM (
+        SELECT phone_number AS y FROM contact WHERE deleted_at IS NULL AND email = %(e)s
+            AND phone_number IS NOT NULL
+        UNION SELECT phone_number FROM link WHERE email = %(e)s) z LIMIT %(n)s) END,
+    CASE WHEN %(count)s THEN ARRAY(SELECT y FROM (
+        SELECT email AS y FROM contact WHERE deleted_at IS NULL AND phone_number = %(p)s
+            AND email IS NOT NULL
+        UNION SELECT email FROM link WHERE phone_number = %(p)s) z LIMIT %(n)s) END"""
 
 # A new contact and its change (person.created or contact.added) in one statement.
 _INSERT = """
@@ -185,45 +213,111 @@ def _view(primary_id: int, row: Sequence[Any]) -> ClusterView:
     )
 
 
-def peek(conn: Connection, identifiers: Identifiers) -> ClusterView | None:
-    """The answer when the request changes nothing (rule 4), read without locks; else None."""
+def _hashes(conn: Connection, identifiers: Identifiers, policy: GuardPolicy) -> dict[str, Any]:
+    key = resolve_key(conn, policy.configured_key)
     e, p = identifiers.email, identifiers.phone
-    row = conn.exec_driver_sql(_PEEK, {"e": e, "p": p}).one()
+    return {
+        "he": value_hash(key, EMAIL, e) if e is not None else None,
+        "hp": value_hash(key, PHONE, p) if p is not None else None,
+    }
+
+
+def peek(
+    conn: Connection, identifiers: Identifiers, policy: GuardPolicy | None = None
+) -> ClusterView | None:
+    """The answer when the request changes nothing (rule 4), read without locks; else None.
+
+    A request with a blocked, generic or suppressed value always takes the locked path
+    (its guards are read under the identifier locks there).
+    """
+    policy = policy or GuardPolicy()
+    if any(policy.is_blocked(v) for v in values_of(identifiers)):
+        return None
+    e, p = identifiers.email, identifiers.phone
+    params = {"e": e, "p": p} | _hashes(conn, identifiers, policy)
+    row = conn.exec_driver_sql(_PEEK, params).one()
     held_email, held_phone, root, clusters, pair_held = row[0], row[1], row[5], row[6], row[7]
     if (
         clusters == 1
         and (e is None or held_email)
         and (p is None or held_phone)
         and (e is None or p is None or pair_held)
+        and not row[8]
     ):
         return _view(root, row)
     return None
 
 
+def _screen(
+    conn: Connection,
+    identifiers: Identifiers,
+    policy: GuardPolicy,
+    params: dict[str, Any],
+    lock_sql: str,
+) -> Screened:
+    """Take the identifier locks and read the guards under them: one message."""
+    e, p = identifiers.email, identifiers.phone
+    count = e is not None and p is not None and policy.generic_threshold > 0
+    params.update(_hashes(conn, identifiers, policy), count=count, n=policy.generic_threshold + 1)
+    row = conn.exec_driver_sql(lock_sql + _GUARDS, params).one()
+    marks = Marks()
+    if row[0]:
+        marks.generic.add(("e", e))  # type: ignore[arg-type]
+    if row[1]:
+        marks.generic.add(("p", p))  # type: ignore[arg-type]
+    if row[2]:
+        marks.suppressed.add(("e", e))  # type: ignore[arg-type]
+    if row[3]:
+        marks.suppressed.add(("p", p))  # type: ignore[arg-type]
+    if count:
+        marks.partners[("e", e)] = set(row[4])  # type: ignore[index]
+        marks.partners[("p", p)] = set(row[5])  # type: ignore[index]
+    return screen(identifiers, policy, marks)
+
+
 def identify(
-    conn: Connection, *, identifiers: Identifiers, peeked: bool = False, cause: str | None = None
-) -> ClusterView:
+    conn: Connection,
+    *,
+    identifiers: Identifiers,
+    peeked: bool = False,
+    cause: str | None = None,
+    policy: GuardPolicy | None = None,
+) -> ClusterView | AllIgnored:
     """SPEC rules 1-4 for one email/phone pair, on PostgreSQL.
 
     ``peeked``: the caller already ran :func:`peek` (outside this transaction) and it
     found the request may write; the locked path starts at once.
 
-    The identifier locks and the root lookup ``FOR UPDATE`` travel in one message. The
-    root locks are taken inside a savepoint: when a root turns out stale (demoted by a
-    merge, or no longer the root of our values after a split), rolling back to it gives
-    those row locks back before we look again, so a chase never holds a lock that the
-    writer we are chasing waits for. The identifier locks, taken before the savepoint,
-    stay held.
+    The identifier locks and the guards of the request's values travel in one message;
+    the root lookup ``FOR UPDATE`` in the next. The root locks are taken inside a
+    savepoint: when a root turns out stale (demoted by a merge, or no longer the root of
+    our values after a split), rolling back to it gives those row locks back before we
+    look again, so a chase never holds a lock that the writer we are chasing waits for.
+    The identifier locks, taken before the savepoint, stay held.
     """
+    policy = policy or GuardPolicy()
     if not peeked:
-        view = peek(conn, identifiers)
+        view = peek(conn, identifiers, policy)
         if view is not None:
             return view
-    e, p = identifiers.email, identifiers.phone
     keys = sorted({advisory_key(k) for k in identifier_keys(identifiers)})
-    params: dict[str, Any] = {"e": e, "p": p, "cause": cause}
+    params: dict[str, Any] = {"cause": cause}
     params.update({f"k{i}": key for i, key in enumerate(keys)})
-    sql = _LOCK_SQL[len(keys)] + "SAVEPOINT roots;" + _ROOTS
+    screened = _screen(
+        conn,
+        identifiers,
+        policy,
+        params | {"e": identifiers.email, "p": identifiers.phone},
+        _LOCK_SQL[len(keys)],
+    )
+    if screened.newly_generic:
+        mark_generic(conn, screened.newly_generic, cause)
+    if screened.identifiers is None:
+        return AllIgnored(screened)
+    identifiers = screened.identifiers
+    e, p = identifiers.email, identifiers.phone
+    params.update(e=e, p=p)
+    sql = "SAVEPOINT roots;" + _ROOTS
     for _ in range(MAX_ROOT_CHASES):
         roots = _lock_roots(conn, sql, params)
         sql = "ROLLBACK TO SAVEPOINT roots;" + _ROOTS
@@ -241,13 +335,15 @@ def identify(
                 emails=(e,) if e is not None else (),
                 phone_numbers=(p,) if p is not None else (),
                 secondary_ids=(),
+                ignored=screened.ignored,
             )
         winner = min(roots, key=lambda r: r.age)
         params.update(w=winner.id, roots=[r.id for r in roots])
         summary = conn.exec_driver_sql(_ANSWER, params).one()
         if set(summary[6]) != {r.id for r in roots}:
             continue  # a split moved our values under another root: look again
-        return _write(conn, identifiers, roots, winner, summary, params)
+        view = _write(conn, identifiers, roots, winner, summary, params)
+        return replace(view, ignored=screened.ignored) if screened.ignored else view
     raise TransientConflict("cluster roots kept moving under concurrent merges and splits")
 
 

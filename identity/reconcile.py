@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
+from typing import Any
 
 from identity.normalize import Identifiers
 
@@ -61,9 +62,11 @@ class ClusterView:
     emails: tuple[str, ...]
     phone_numbers: tuple[str, ...]
     secondary_ids: tuple[int, ...]
+    #: values of the request that a guard ignored (identity.guards.policy.Ignored)
+    ignored: tuple[Any, ...] = ()
 
     def to_json(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "contact": {
                 "primaryContactId": self.primary_id,
                 "emails": list(self.emails),
@@ -71,6 +74,9 @@ class ClusterView:
                 "secondaryContactIds": list(self.secondary_ids),
             }
         }
+        if self.ignored:
+            out["ignored"] = [i.to_json() for i in self.ignored]
+        return out
 
 
 def decide(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import Table, func, insert, or_, select, update
@@ -13,6 +14,8 @@ from identity.db import utcnow
 from identity.errors import TransientConflict
 from identity.feed import changes as feed
 from identity.graph.links import linked_pairs, record_links
+from identity.guards.policy import AllIgnored, GuardPolicy, screen, values_of
+from identity.guards.store import load_marks, mark_generic
 from identity.locking import identifier_keys, lock_keys
 from identity.models import Contact
 from identity.normalize import Identifiers
@@ -84,7 +87,9 @@ def load_members(conn: Connection, root_ids: Sequence[int]) -> list[Row]:
     return [_row(r) for r in rows]
 
 
-def peek(conn: Connection, *, identifiers: Identifiers) -> ClusterView | None:
+def peek(
+    conn: Connection, *, identifiers: Identifiers, policy: GuardPolicy | None = None
+) -> ClusterView | None:
     """The answer of a request that changes nothing (rule 4), read without any lock.
 
     On PostgreSQL one statement, fit for ``db.run_read_only``; ``None`` when the request
@@ -92,22 +97,41 @@ def peek(conn: Connection, *, identifiers: Identifiers) -> ClusterView | None:
     """
     if conn.dialect.name != "postgresql":
         return None
-    return pg_identify.peek(conn, identifiers)
+    return pg_identify.peek(conn, identifiers, policy)
 
 
 def identify(
-    conn: Connection, *, identifiers: Identifiers, peeked: bool = False, cause: str | None = None
-) -> ClusterView:
+    conn: Connection,
+    *,
+    identifiers: Identifiers,
+    peeked: bool = False,
+    cause: str | None = None,
+    policy: GuardPolicy | None = None,
+) -> ClusterView | AllIgnored:
     """Reconcile one email/phone pair (SPEC.md rules 1-4) and answer with its cluster.
 
     ``peeked``: :func:`peek` already returned None for this request. ``cause``: the
-    request id, recorded on the links and changes this request writes.
+    request id, recorded on the links and changes this request writes. ``policy``: the
+    guards (blocked patterns, generic threshold); the request's ignored values are left
+    out and reported in the answer, and when nothing is left the outcome is
+    :class:`AllIgnored` (nothing written but the generic marks it caused).
     """
+    policy = policy or GuardPolicy()
     if conn.dialect.name == "postgresql":
         # The same steps in fewer round trips, the answer aggregated in SQL.
-        return pg_identify.identify(conn, identifiers=identifiers, peeked=peeked, cause=cause)
+        return pg_identify.identify(
+            conn, identifiers=identifiers, peeked=peeked, cause=cause, policy=policy
+        )
     lock_keys(conn, identifier_keys(identifiers))
-    return apply_identifiers(conn, identifiers=identifiers, cause=cause)
+    values = values_of(identifiers)
+    marks = load_marks(conn, policy, values, count_partners=values if len(values) == 2 else ())
+    screened = screen(identifiers, policy, marks)
+    if screened.newly_generic:
+        mark_generic(conn, screened.newly_generic, cause)
+    if screened.identifiers is None:
+        return AllIgnored(screened)
+    view = apply_identifiers(conn, identifiers=screened.identifiers, cause=cause)
+    return replace(view, ignored=screened.ignored) if screened.ignored else view
 
 
 def _pair_linked(conn: Connection, identifiers: Identifiers) -> bool:

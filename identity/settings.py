@@ -174,7 +174,7 @@ class Settings:
 
             if region not in phonenumbers.SUPPORTED_REGIONS:
                 raise SettingsError(f"DEFAULT_PHONE_REGION {region!r} is not a known region")
-        return cls(
+        settings = cls(
             database_url=Secret(_database_url(real, dotenv)),
             port=_int(env, "PORT", 8000, minimum=1, maximum=65535),
             bind_host=env.get("BIND_HOST", "").strip() or "127.0.0.1",
@@ -210,6 +210,17 @@ class Settings:
             log_format=_choice(env, "LOG_FORMAT", ("json", "text")),
             log_hash_key=Secret(env.get("LOG_HASH_KEY", "").strip()),
         )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Refuse what cannot run: a blocked pattern that does not compile names itself."""
+        from identity.guards.policy import GuardPolicy, GuardSettingsError
+
+        try:
+            GuardPolicy.from_settings(self)
+        except GuardSettingsError as error:
+            raise SettingsError(str(error)) from None
 
 
 def shell_summary(settings: Settings) -> str:

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 
 from identity.db import create_db_engine
 from identity.events import queue_name
+from identity.guards.policy import GuardPolicy
 from identity.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,17 @@ app = create_celery(Settings.from_env())
 app.set_default()
 
 _engine: Engine | None = None
+
+
+def get_policy() -> GuardPolicy:
+    """The guards, built once per process from the settings (patterns compiled once)."""
+    global _policy
+    if _policy is None:
+        _policy = GuardPolicy.from_settings(app.conf.identity_settings)
+    return _policy
+
+
+_policy: GuardPolicy | None = None
 
 
 def get_engine() -> Engine:

@@ -22,6 +22,7 @@ from identity import event_services
 from identity.db import create_db_engine, run_in_transaction
 from identity.errors import InvalidInput
 from identity.events import Event, parse_event
+from identity.guards.policy import GuardPolicy
 from identity.settings import Settings
 
 
@@ -31,7 +32,7 @@ def replay(conn: Connection, settings: Settings, event_ids: list[str] | None) ->
     still_bad: list[str] = []
     for letter in taken:
         try:
-            events.append(parse_event(letter.payload, settings.default_phone_region))
+            events.append(parse_event(letter.payload, settings.default_phone_region, internal=True))
         except InvalidInput as error:
             event_services.record_dead_letter(
                 conn, event_id=letter.event_id, payload=letter.payload, error=error.message
@@ -40,7 +41,7 @@ def replay(conn: Connection, settings: Settings, event_ids: list[str] | None) ->
     if events and settings.redis_url:
         event_services.accept_events(conn, events)
     elif events:
-        event_services.apply_events(conn, events)
+        event_services.apply_events(conn, events, GuardPolicy.from_settings(settings))
     return {
         "replayed": [e.event_id for e in events],
         "stillInvalid": still_bad,

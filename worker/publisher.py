@@ -14,6 +14,8 @@ the path whose 202 survives the loss of Redis.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
@@ -67,6 +69,10 @@ class Publisher:
         error when Redis stays unreachable past a short retry.
         """
         sent = 0
+        now = datetime.now(UTC)
+        # Accepted now, unless accepted before (the relay's inbox rows): a value erased
+        # after this moment is dropped when the event is applied.
+        events = [e if e.accepted_at else replace(e, accepted_at=now) for e in events]
         with self._celery.producer_or_acquire() as producer:
             for partition, group in sorted(split_by_partition(events, self.partitions).items()):
                 for chunk in chunked(group, self.events_per_message):

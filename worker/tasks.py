@@ -26,7 +26,7 @@ from identity.event_services import (
     record_dead_letter,
 )
 from identity.events import APPLY_EVENTS_TASK, MAX_EVENT_ID_LENGTH, Event, parse_event
-from worker.app import app, get_engine
+from worker.app import app, get_engine, get_policy
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,9 @@ def _apply_one_by_one(events: Sequence[Event], first_error: BaseException) -> No
         error: BaseException | None = None
         for _ in range(SINGLE_EVENT_ATTEMPTS):
             try:
-                run_in_transaction(get_engine(), lambda conn, e=event: apply_events(conn, [e]))
+                run_in_transaction(
+                    get_engine(), lambda conn, e=event: apply_events(conn, [e], get_policy())
+                )
             except Unavailable:
                 raise
             except Exception as failure:  # the poison: anything but unavailability
@@ -84,14 +86,14 @@ def apply_events_task(self: Task, events: Any) -> None:
     try:
         for raw in items:
             try:
-                valid.append(parse_event(raw, settings.default_phone_region))
+                valid.append(parse_event(raw, settings.default_phone_region, internal=True))
             except InvalidInput as error:
                 _dead_letter(raw, f"invalid event: {error.message}")
         for chunk in chunked(valid, MAX_EVENTS_PER_TRANSACTION):
             try:
                 run_in_transaction(
                     get_engine(),
-                    lambda conn, c=chunk: apply_events(conn, c),
+                    lambda conn, c=chunk: apply_events(conn, c, get_policy()),
                     attempts=settings.db_retry_attempts,
                 )
             except Unavailable:

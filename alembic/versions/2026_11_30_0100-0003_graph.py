@@ -110,6 +110,14 @@ def _clusters(bind: Any) -> Iterator[tuple[int, list[Any]]]:
 
 
 def upgrade() -> None:
+    bind = op.get_bind()
+    # Check every cluster before any DDL. SQLite (pysqlite) runs CREATE TABLE outside the
+    # migration's transaction, so a BackfillError raised after it would leave the new
+    # tables behind, and running the migration again after the fix by hand would fail
+    # with "table link already exists".
+    for root_id, members in _clusters(bind):
+        backfill_pairs(root_id, members)
+
     op.create_table(
         "link",
         sa.Column("id", BigId, autoincrement=True, nullable=False),
@@ -163,7 +171,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_feed_state")),
     )
 
-    bind = op.get_bind()
     link = sa.table(
         "link",
         sa.column("email"),

@@ -11,6 +11,7 @@ Create Date: 2026-11-30 02:00:00
   value; ``suppressed`` ones are ignored from then on (SPEC "Guards").
 - ``service_key``: the hash key used when SUPPRESSION_HASH_KEY is not set (one row).
 - ``generic_value``: values marked generic (a shop's counter phone), listed for operators.
+- ``processed_event.ignored``: which fields a guard ignored when the event was applied.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
+    op.add_column("processed_event", sa.Column("ignored", sa.Text(), nullable=True))
     with op.batch_alter_table("contact") as batch:
         batch.drop_constraint(op.f("ck_contact_has_identifier"), type_="check")
         batch.create_check_constraint(
@@ -63,6 +65,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("processed_event") as batch:
+        batch.drop_column("ignored")
     op.drop_index("ix_generic_value_field_value", table_name="generic_value")
     op.drop_table("generic_value")
     op.drop_table("service_key")

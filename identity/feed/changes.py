@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Table, bindparam, delete, insert, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from identity.db import utcnow
@@ -124,9 +125,16 @@ def _state_for_update(conn: Connection) -> tuple[int, int]:
     query = select(feed_state.c.last_seq, feed_state.c.pruned_through).where(feed_state.c.id == 1)
     row = conn.execute(query.with_for_update()).first()
     if row is None:
-        # First run (or emptied tables): start after whatever is numbered already.
+        # First run (or emptied tables): start after whatever is numbered already. Two
+        # first sequencers may get here at once (the relay and a GET /changes): the second
+        # INSERT waits for the first's row and then does nothing, instead of failing on it.
         top = conn.execute(text("SELECT coalesce(max(seq), 0) FROM change")).scalar_one()
-        conn.execute(insert(feed_state).values(id=1, last_seq=top, pruned_through=0))
+        module = postgresql if conn.dialect.name == "postgresql" else sqlite
+        conn.execute(
+            module.insert(feed_state)
+            .values(id=1, last_seq=top, pruned_through=0)
+            .on_conflict_do_nothing()
+        )
         row = conn.execute(query.with_for_update()).one()
     return int(row.last_seq), int(row.pruned_through)
 

@@ -28,10 +28,18 @@ def value_hash(key: bytes, kind: str, value: str) -> str:
     return hmac.new(key, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
 
 
+#: The database's own key, per database URL: it never changes once created.
+_database_keys: dict[str, bytes] = {}
+
+
 def resolve_key(conn: Connection, configured: str) -> bytes:
     """SUPPRESSION_HASH_KEY, or the database's own key (created on first use)."""
     if configured:
         return configured.encode()
+    cache_key = str(conn.engine.url)
+    cached = _database_keys.get(cache_key)
+    if cached is not None:
+        return cached
     row = conn.execute(select(service_key.c.key).where(service_key.c.id == 1)).first()
     if row is None:
         module = postgresql if conn.dialect.name == "postgresql" else sqlite
@@ -41,4 +49,6 @@ def resolve_key(conn: Connection, configured: str) -> bytes:
             .on_conflict_do_nothing()
         )
         row = conn.execute(select(service_key.c.key).where(service_key.c.id == 1)).one()
-    return str(row.key).encode()
+    key = str(row.key).encode()
+    _database_keys[cache_key] = key
+    return key

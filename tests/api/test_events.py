@@ -131,7 +131,7 @@ def test_batch_and_body_limits(small_app: Flask) -> None:
 
 
 def test_events_bodies_may_be_larger_than_identify_bodies(client: FlaskClient) -> None:
-    batch = [{"eventId": f"big-{i:04d}", "email": f"user{i:04d}@example.com",
+    batch = [{"eventId": f"big-{i:04d}", "email": f"user{i:04d}@shop.test",
               "phoneNumber": f"+4420{i:07d}"} for i in range(1000)]  # fmt: skip
     response = client.post("/events", json=batch)
     assert response.status_code == 202, response.get_json()

@@ -55,17 +55,17 @@ def test_international_emails_round_trip_normalized(
 
 
 def test_lookalike_addresses_stay_distinct(client: FlaskClient, engine: Engine) -> None:
-    latin = identify(client, email="paypal@example.com").get_json()["contact"]
-    cyrillic = identify(client, email="раypal@example.com").get_json()["contact"]  # Cyrillic р, а
+    latin = identify(client, email="paypal@shop.test").get_json()["contact"]
+    cyrillic = identify(client, email="раypal@shop.test").get_json()["contact"]  # Cyrillic р, а
     assert latin["primaryContactId"] != cyrillic["primaryContactId"]
 
 
 SQLISH = [
-    "o'brien@example.com",
-    "x'--@example.com",
-    "a%_*@example.com",
-    "bobby'or'1'='1@example.com",
-    "$$@example.com",
+    "o'brien@shop.test",
+    "x'--@shop.test",
+    "a%_*@shop.test",
+    "bobby'or'1'='1@shop.test",
+    "$$@shop.test",
 ]
 
 
@@ -76,7 +76,7 @@ def test_sql_metacharacters_are_data(client: FlaskClient, engine: Engine) -> Non
         assert response.get_json()["contact"]["emails"] == [email]
     # Each is its own person (no LIKE-style matching), the table is intact, nothing else changed.
     assert sorted(r[1] for r in rows(engine)) == sorted(SQLISH)
-    assert identify(client, email="a%_*@example.com").get_json()["contact"]["phoneNumbers"] == [
+    assert identify(client, email="a%_*@shop.test").get_json()["contact"]["phoneNumbers"] == [
         "9002"
     ]
     with engine.connect() as conn:
@@ -97,7 +97,7 @@ def test_very_long_strings(client: FlaskClient, engine: Engine) -> None:
     domain = ".".join(["d" * 60] * 3) + ".example"  # 190 characters
     longest = f"{local64}@{domain}"[:254]
     assert identify(client, email=longest).status_code == 200
-    assert_4xx(identify(client, email="l" * 65 + "@example.com"), field="email")
+    assert_4xx(identify(client, email="l" * 65 + "@shop.test"), field="email")
     assert_4xx(identify(client, email="a@" + "d" * 260 + ".com"), field="email")
     assert_4xx(identify(client, phoneNumber="1" * 21), field="phoneNumber")
     assert_4xx(identify(client, phoneNumber="1-" * 5000), field="phoneNumber")

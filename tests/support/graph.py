@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import text
@@ -93,3 +94,38 @@ def live_primaries(conn: Connection) -> dict[int, int]:
         text("SELECT id, coalesce(linked_id, id) FROM contact WHERE deleted_at IS NULL")
     ).all()
     return {int(r[0]): int(r[1]) for r in rows}
+
+
+def feed_problems(seqs: Sequence[int], numbered: int) -> list[str]:
+    """What is wrong with the seqs a follower saw, given that ``numbered`` changes are on
+    record: each seq exactly once, strictly increasing, with no gap: exactly 1..numbered."""
+    problems = []
+    repeated = sorted(s for s, n in Counter(seqs).items() if n > 1)
+    if repeated:
+        problems.append(f"seqs seen more than once: {repeated[:10]}")
+    backwards = [(a, b) for a, b in zip(seqs, seqs[1:], strict=False) if b <= a]
+    if backwards:
+        problems.append(f"seqs not strictly increasing: {backwards[:10]}")
+    missing = sorted(set(range(1, numbered + 1)) - set(seqs))
+    if missing:
+        problems.append(f"{len(missing)} seqs never seen (gaps): {missing[:10]}")
+    beyond = sorted(set(seqs) - set(range(1, numbered + 1)))
+    if beyond:
+        problems.append(f"seqs outside 1..{numbered}: {beyond[:10]}")
+    return problems
+
+
+def unrecorded_assertions(
+    conn: Connection, accepted: Iterable[tuple[str | None, str | None]]
+) -> list[tuple[str, str]]:
+    """Accepted (email, phone) pairs that neither a live contact nor a link holds: each
+    is an assertion lost (SPEC "The graph's edges"); empty when every one is on record."""
+    held = {
+        (r[0], r[1])
+        for r in conn.execute(
+            text("SELECT email, phone_number FROM contact WHERE deleted_at IS NULL")
+        ).all()
+    } | stored_links(conn)
+    return sorted(
+        {(e, p) for e, p in accepted if e is not None and p is not None and (e, p) not in held}
+    )

@@ -6,6 +6,7 @@ import http.client
 import json
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,10 +82,15 @@ def check_outcome(
     *,
     clients: int,
     min_relinked: int,
+    also_accepted: Iterable[Pair] = (),
 ) -> None:
-    """Every answer holds its own identifiers and fits the final clusters; I1-I6 hold."""
+    """Every answer holds its own identifiers and fits the final clusters; I1-I6 hold.
+
+    ``also_accepted``: pairs accepted by another writer meanwhile (events applied), part of
+    the union-find model too.
+    """
     violations: list[str] = list(outcome.failures)
-    accepted: list[Pair] = []
+    accepted: list[Pair] = list(also_accepted)
     for body, data in outcome.answered:
         ids = normalize_identifiers(body.get("email"), body.get("phoneNumber"))
         accepted.append((ids.email, ids.phone))

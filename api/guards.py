@@ -1,0 +1,96 @@
+"""Guards for operators: ``GET /guards`` lists them; admins mark and clear generic values.
+
+Every mark and clear is a change in the feed (``guard.marked`` / ``guard.cleared``), with
+the guard's id and reason, never the value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify
+from flask.typing import ResponseReturnValue
+
+from api.auth import admin_only
+from api.errors import error_response
+from api.observability import request_id
+from api.routes import BadRequestBody, read_object
+from identity.db import run_in_transaction, run_snapshot
+from identity.guards import store
+from identity.locking import identifier_keys, lock_keys
+from identity.normalize import Identifiers, normalize_email, normalize_phone
+
+bp = Blueprint("guards", __name__)
+
+
+def _policy() -> Any:
+    return current_app.extensions["identity.guards"]
+
+
+def _engine() -> Any:
+    return current_app.extensions["identity.engine"]
+
+
+@bp.get("/guards")
+def list_guards() -> ResponseReturnValue:
+    policy = _policy()
+
+    def read(conn: Any) -> dict[str, Any]:
+        return {
+            "blocked": policy.blocked_listing(),
+            "generic": store.list_generic(conn),
+            "suppressed": store.count_suppressed(conn),
+            "genericThreshold": policy.generic_threshold,
+            "note": (
+                "A generic mark is not retroactive: contacts the value glued before it was"
+                " marked stay one person until the value is erased (POST /erasures)."
+            ),
+        }
+
+    return jsonify(run_snapshot(_engine(), read))
+
+
+@bp.post("/guards/generic")
+def mark_generic() -> ResponseReturnValue:
+    body = read_object(frozenset({"email", "phoneNumber"}))
+    given = [k for k in ("email", "phoneNumber") if body.get(k) is not None]
+    if len(given) != 1:
+        raise BadRequestBody("give exactly one of email or phoneNumber")
+    region = current_app.extensions["identity.settings"].default_phone_region
+    if given[0] == "email":
+        email = normalize_email(body["email"])
+        identifiers = Identifiers(email=email, phone=None)
+        value = ("e", email)
+    else:
+        phone = normalize_phone(body["phoneNumber"], region)
+        identifiers = Identifiers(email=None, phone=phone)
+        value = ("p", phone)
+    if value[1] is None:
+        raise BadRequestBody(f"{given[0]} is empty", field=given[0])
+    cause = request_id()
+
+    def work(conn: Any) -> dict[str, Any] | None:
+        lock_keys(conn, identifier_keys(identifiers))
+        try:
+            return store.mark_by_operator(conn, _policy(), value, cause)  # type: ignore[arg-type]
+        except store.AlreadyGeneric:
+            return None
+
+    guard = run_in_transaction(_engine(), work)
+    if guard is None:
+        return error_response(409, f"that {given[0]} is generic already", field=given[0])
+    return jsonify({"guard": guard}), 201
+
+
+@bp.delete("/guards/generic/<int:guard_id>")
+def clear_generic(guard_id: int) -> ResponseReturnValue:
+    cause = request_id()
+    if guard_id > 2**63 - 1 or not run_in_transaction(
+        _engine(), lambda conn: store.clear_generic(conn, guard_id, cause)
+    ):
+        return error_response(404, f"no generic value has the guard id {guard_id}")
+    return "", 204
+
+
+admin_only("guards.mark_generic")
+admin_only("guards.clear_generic")

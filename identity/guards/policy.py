@@ -1,0 +1,209 @@
+"""Which values are ignored, and why: blocked patterns, suppressed and generic values.
+
+``GuardPolicy`` is built once from Settings (patterns compiled once). ``screen`` is the
+pure decision for one request over ``Marks``, what the database says about its values
+(read under their identifier locks by ``identity.guards.store``): checks run in the order
+blocked, suppressed, generic, and a partner value that is itself ignored does not count
+(SPEC "Guards against junk and shared values").
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from identity.errors import InvalidInput
+from identity.normalize import Identifiers
+
+if TYPE_CHECKING:
+    from identity.settings import Settings
+
+Value = tuple[str, str]  # ("e", email) or ("p", phone)
+
+BLOCKED, SUPPRESSED, GENERIC, ERASED = "blocked", "suppressed", "generic", "erased"
+FIELD = {"e": "email", "p": "phoneNumber"}
+
+#: The defaults: the usual junk, nothing broader (docs/DECISIONS.md says why each).
+DEFAULT_BLOCKED_PHONES = (
+    r"(\d)\1{6,}",  # one digit repeated 7+ times: 0000000, 9999999999
+    r"1234567890",
+    r"0123456789",
+)
+DEFAULT_BLOCKED_EMAILS = (
+    r"(null|none|noreply|no-reply)@.+",
+    r"test@test\.com",
+    r".+@example\.(com|org|net)",
+)
+
+
+class GuardSettingsError(ValueError):
+    pass
+
+
+def compile_patterns(name: str, patterns: Iterable[str]) -> tuple[re.Pattern[str], ...]:
+    compiled = []
+    for pattern in patterns:
+        try:
+            compiled.append(re.compile(pattern))
+        except re.error as error:
+            raise GuardSettingsError(f"{name}: pattern {pattern!r} is not valid: {error}") from None
+    return tuple(compiled)
+
+
+def split_patterns(raw: str) -> list[str]:
+    """BLOCKED_EMAILS / BLOCKED_PHONES: patterns separated by newlines or ``;;``."""
+    return [p.strip() for p in re.split(r"\n|;;", raw) if p.strip()]
+
+
+@dataclass(frozen=True)
+class GuardPolicy:
+    blocked_emails: tuple[re.Pattern[str], ...] = compile_patterns("", DEFAULT_BLOCKED_EMAILS)
+    blocked_phones: tuple[re.Pattern[str], ...] = compile_patterns("", DEFAULT_BLOCKED_PHONES)
+    generic_threshold: int = 20  # 0: off
+    configured_key: str = ""  # SUPPRESSION_HASH_KEY
+    erased_retention: timedelta = timedelta(days=7)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> GuardPolicy:
+        defaults_e = DEFAULT_BLOCKED_EMAILS if settings.blocked_defaults else ()
+        defaults_p = DEFAULT_BLOCKED_PHONES if settings.blocked_defaults else ()
+        return cls(
+            blocked_emails=compile_patterns(
+                "BLOCKED_EMAILS", [*defaults_e, *split_patterns(settings.blocked_emails)]
+            ),
+            blocked_phones=compile_patterns(
+                "BLOCKED_PHONES", [*defaults_p, *split_patterns(settings.blocked_phones)]
+            ),
+            generic_threshold=settings.generic_threshold,
+            configured_key=settings.suppression_hash_key.get(),
+            erased_retention=timedelta(days=settings.erased_hash_retention_days),
+        )
+
+    def is_blocked(self, value: Value) -> bool:
+        patterns = self.blocked_emails if value[0] == "e" else self.blocked_phones
+        return any(p.fullmatch(value[1]) for p in patterns)
+
+    def blocked_listing(self) -> dict[str, list[str]]:
+        return {
+            "email": [p.pattern for p in self.blocked_emails],
+            "phoneNumber": [p.pattern for p in self.blocked_phones],
+        }
+
+
+@dataclass(frozen=True)
+class Ignored:
+    field: str  # "email" | "phoneNumber"
+    reason: str  # blocked | suppressed | generic | erased
+
+    def to_json(self) -> dict[str, str]:
+        # A suppressed value is reported as blocked: the answer must not reveal that
+        # someone asked to be forgotten.
+        reason = BLOCKED if self.reason == SUPPRESSED else self.reason
+        return {"field": self.field, "reason": reason}
+
+
+@dataclass
+class Marks:
+    """What the database says about a request's values, read under their locks."""
+
+    generic: set[Value] = field(default_factory=set)
+    suppressed: set[Value] = field(default_factory=set)
+    erased_at: dict[Value, datetime] = field(default_factory=dict)
+    #: value -> its direct partners of the other kind (contacts and links), at most
+    #: threshold + 1 of them (enough to decide a crossing)
+    partners: dict[Value, set[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Screened:
+    identifiers: Identifiers | None  # None: every value was ignored
+    ignored: tuple[Ignored, ...] = ()
+    newly_generic: tuple[tuple[Value, int], ...] = ()  # (value, partners counted)
+
+
+def values_of(identifiers: Identifiers) -> list[Value]:
+    out: list[Value] = []
+    if identifiers.email is not None:
+        out.append(("e", identifiers.email))
+    if identifiers.phone is not None:
+        out.append(("p", identifiers.phone))
+    return out
+
+
+def screen(
+    identifiers: Identifiers,
+    policy: GuardPolicy,
+    marks: Marks,
+    *,
+    accepted_at: datetime | None = None,
+) -> Screened:
+    """Which of the request's values are ignored, and which the request marks generic.
+
+    Updates ``marks`` as if the request were applied (a batch screens its events in order
+    over one ``Marks``). ``accepted_at``: an event's acceptance time; a value erased
+    after it is dropped (the event was in flight during the erasure).
+    """
+    kept: list[Value] = []
+    ignored: list[Ignored] = []
+    for value in values_of(identifiers):
+        reason = None
+        if policy.is_blocked(value):
+            reason = BLOCKED
+        elif value in marks.suppressed:
+            reason = SUPPRESSED
+        elif accepted_at is not None and marks.erased_at.get(value, accepted_at) > accepted_at:
+            reason = ERASED
+        elif value in marks.generic:
+            reason = GENERIC
+        if reason is None:
+            kept.append(value)
+        else:
+            ignored.append(Ignored(FIELD[value[0]], reason))
+    newly: list[tuple[Value, int]] = []
+    if len(kept) == 2 and policy.generic_threshold > 0:
+        # Phone first: the shared value is most often a shop's counter phone.
+        for value, partner in ((kept[1], kept[0]), (kept[0], kept[1])):
+            if partner not in kept:  # the partner was just marked generic itself
+                continue
+            known = marks.partners.setdefault(value, set())
+            if partner[1] not in known and len(known) + 1 > policy.generic_threshold:
+                marks.generic.add(value)
+                newly.append((value, len(known) + 1))
+                kept.remove(value)
+                ignored.append(Ignored(FIELD[value[0]], GENERIC))
+    if len(kept) == 2:
+        marks.partners.setdefault(kept[0], set()).add(kept[1][1])
+        marks.partners.setdefault(kept[1], set()).add(kept[0][1])
+    if not kept:
+        return Screened(None, tuple(ignored), tuple(newly))
+    email = next((v for k, v in kept if k == "e"), None)
+    phone = next((v for k, v in kept if k == "p"), None)
+    return Screened(Identifiers(email=email, phone=phone), tuple(ignored), tuple(newly))
+
+
+@dataclass(frozen=True)
+class AllIgnored:
+    """The outcome of a request whose every value was ignored: nothing written but the
+    generic marks it caused; the API answers 422."""
+
+    screened: Screened
+
+    def error(self) -> InvalidInput:
+        return refuse_all_ignored(self.screened)
+
+
+class AllValuesIgnored(InvalidInput):
+    """Every value of the request was ignored by a guard (maps to 422)."""
+
+    code = "all_ignored"
+
+
+def refuse_all_ignored(screened: Screened) -> InvalidInput:
+    first = screened.ignored[0]
+    return AllValuesIgnored(
+        f"every value of the request is ignored ({first.to_json()['reason']} {first.field})",
+        field=first.field,
+    )
