@@ -207,6 +207,7 @@
       "span",
       { class: "value" + (flag ? " flagged" : "") },
       el("span", { class: "text", text: value }),
+      flag ? " " : null,
       flag ? el("span", { class: "badge " + flag, text: flag, title: "ignored by the " + flag + " guard" }) : null
     );
   }
@@ -224,6 +225,10 @@
     }
     const raw = guards.raw;
     box.append(el("h2", { text: "Generic values" }));
+    if (typeof raw.genericThreshold === "number") {
+      box.append(el("p", { class: "hint", text: "A value becomes generic when it would be used with more than " + raw.genericThreshold + " different values of the other kind." }));
+    }
+    if (typeof raw.note === "string") box.append(el("p", { class: "hint", text: raw.note }));
     const generic = raw.generic || [];
     if (!generic.length) {
       box.append(el("p", { text: "No value is marked generic." }));
@@ -236,7 +241,7 @@
             g.field === "phoneNumber" ? "phone" : g.field,
             valueCell(g.field, g.value),
             String(g.partners),
-            g.markedAt || "",
+            el("time", { datetime: g.markedAt || "", text: shortTime(g.markedAt) }),
           ]),
           "generic-table"
         )
