@@ -273,7 +273,8 @@
 
   function valueList(field, values) {
     if (!values || !values.length) return el("span", { class: "none", text: "—" });
-    return el("ul", { class: "values" }, values.map((v) => el("li", {}, valueCell(field, v))));
+    const cls = "values" + (values.length > 6 ? " many" : "");
+    return el("ul", { class: cls }, values.map((v) => el("li", {}, valueCell(field, v))));
   }
 
   function personsTable(persons, className) {
@@ -874,7 +875,7 @@
     const kind = field === "email" ? "email" : "phone";
     return el(
       "ul",
-      { class: "values erasable" },
+      { class: "values erasable" + (values.length > 6 ? " many" : "") },
       values.map((value) => {
         const label = kind + " " + value;
         const body = field === "email" ? { email: value } : { phoneNumber: value };
