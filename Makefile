@@ -33,12 +33,12 @@ dev: migrate
 ## test: all set-up, then the whole suite on real PostgreSQL, Redis and SQLite, and the
 ## explorer page in headless Chromium (installed from apt when missing and run as root)
 test: install
-	bin/ensure-services postgres redis browser
+	bin/ensure-services --install postgres redis browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 ## screenshot: docs/explorer.png, a real person page served by gunicorn on PostgreSQL
 screenshot: install
-	bin/ensure-services postgres browser
+	bin/ensure-services --install postgres browser
 	$(BIN)/python -m tests.ui.screenshot docs/explorer.png
 
 ## bench: seed PostgreSQL, load /identify, the pgbench ceiling, async and growth (minutes;

@@ -1,8 +1,8 @@
 """Headless Chromium (Debian's ``chromium`` and ``chromium-driver``) driven by selenium.
 
 No download at run time: the browser and its driver come from apt (``bin/ensure-services
-browser`` installs them as root, or names the command). A missing browser is a failure
-that says how to install it, never a skip.
+--install browser``, run by ``make test``, installs them as root, or names the command).
+A missing browser is a failure that says how to install it, never a skip.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
 INSTALL_HINT = (
-    "apt-get install -y chromium chromium-driver  (or, as root: bin/ensure-services browser)"
+    "apt-get install -y chromium chromium-driver"
+    "  (or, as root: bin/ensure-services --install browser)"
 )
 CANDIDATE_BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 

@@ -34,7 +34,7 @@ def test_ensure_services_names_the_command_when_it_may_not_install(tmp_path: Pat
     fake_id.write_text("#!/bin/sh\necho 1000\n")
     fake_id.chmod(0o755)
     result = subprocess.run(
-        ["/bin/bash", str(ROOT / "bin" / "ensure-services"), "browser"],
+        ["/bin/bash", str(ROOT / "bin" / "ensure-services"), "--install", "browser"],
         env={**os.environ, "PATH": str(tmp_path)},
         capture_output=True,
         text=True,
