@@ -6,6 +6,8 @@ None of these writes the graph; ``GET /changes`` numbers committed changes first
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
@@ -123,8 +125,8 @@ def history(contact_id: int) -> ResponseReturnValue:
     return jsonify(
         {
             "primaryContactId": root,
-            "changes": [c.to_json() for c in changes],
-            "truncated": len(changes) >= limit,
+            "changes": [c.to_json() for c in changes[:limit]],
+            "truncated": len(changes) > limit,
         }
     )
 
@@ -137,12 +139,28 @@ def changes() -> ResponseReturnValue:
     engine = _engine()
     if run_snapshot(engine, feed.has_pending):
         run_in_transaction(engine, feed.sequence_pending)
+    _prune_now_and_then(engine)
     try:
         page = run_snapshot(engine, lambda conn: feed.read_after(conn, after=after, limit=limit))
     except feed.FeedGap as gap:
         return error_response(410, str(gap), oldestSeq=gap.oldest_seq)
     last = page[-1].seq if page else after
     return jsonify({"changes": [c.to_json() for c in page], "next": last})
+
+
+#: When this process last pruned the feed (monotonic seconds); the relay prunes too, but
+#: without Redis (the embedded default) nothing else would.
+_last_prune = [float("-inf")]
+PRUNE_EVERY_S = 3600.0
+
+
+def _prune_now_and_then(engine: Any) -> None:
+    days = _settings().changes_retention_days
+    if days <= 0 or time.monotonic() - _last_prune[0] < PRUNE_EVERY_S:
+        return
+    _last_prune[0] = time.monotonic()
+    older = timedelta(days=days)
+    run_in_transaction(engine, lambda conn: feed.prune(conn, older_than=older))
 
 
 @bp.get("/whoami")

@@ -61,6 +61,22 @@ MERGES = Counter(
     "identity_merges",
     "Clusters folded into an older one (SPEC rule 3), counted when the merge commits.",
 )
+IGNORED = Counter(
+    "identity_ignored_values",
+    "Values a guard left out of a write (identify or an applied event), by field and reason"
+    " (blocked, suppressed, generic, erased).",
+    ["field", "reason"],
+)
+GENERIC_MARKS = Counter(
+    "identity_generic_marks",
+    "Values marked generic by a request crossing GENERIC_THRESHOLD (or by an operator).",
+)
+ERASURES = Counter("identity_erasures", "Erasures committed (POST /erasures, worker.erase).")
+ERASED_ITEMS = Counter(
+    "identity_erased_items",
+    "What erasures removed, by kind (contacts, links, events).",
+    ["kind"],
+)
 RETRIES = Counter(
     "identity_transaction_retries",
     "Transactions run again after transient contention, by reason "
@@ -141,6 +157,14 @@ def on_signal(name: str, fields: Mapping[str, Any]) -> None:
     """Count the domain's signals (see :mod:`identity.observe`)."""
     if name == observe.MERGE:
         MERGES.inc(int(fields.get("demoted", 1)))
+    elif name == observe.IGNORED:
+        IGNORED.labels(field=str(fields["field"]), reason=str(fields["reason"])).inc()
+    elif name == observe.GENERIC_MARKED:
+        GENERIC_MARKS.inc()
+    elif name == observe.ERASED:
+        ERASURES.inc()
+        for kind in ("contacts", "links", "events"):
+            ERASED_ITEMS.labels(kind=kind).inc(int(fields.get(kind, 0)))
     elif name == observe.RETRY:
         RETRIES.labels(reason=str(fields.get("reason", "unknown"))).inc()
 

@@ -35,7 +35,7 @@ from identity.errors import TransientConflict
 from identity.events import Event
 from identity.feed import changes as feed
 from identity.graph.links import linked_pairs, record_links
-from identity.guards.policy import GuardPolicy, screen, values_of
+from identity.guards.policy import GuardPolicy, record_ignored, screen, values_of
 from identity.guards.store import load_marks, mark_generic
 from identity.locking import advisory_key, identifier_keys, lock_keys
 from identity.models import Contact, DeadLetter, EventInbox, ProcessedEvent
@@ -336,6 +336,7 @@ def _screen_batch(
     notes = []
     for event in events:
         screened = screen(event.identifiers, policy, marks, accepted_at=event.accepted_at)
+        record_ignored(conn, screened)
         if screened.newly_generic:
             mark_generic(conn, screened.newly_generic, event.event_id)
         if screened.ignored:

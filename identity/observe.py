@@ -25,6 +25,10 @@ Observer = Callable[[str, Mapping[str, Any]], None]
 
 #: Signal names, stable: dashboards and alerts are built on them.
 MERGE = "merge"  # fields: demoted (int, clusters folded into an older one)
+IGNORED = "ignored"  # fields: field (email | phoneNumber), reason (blocked | suppressed
+#   | generic | erased): a value a guard left out of a write
+GENERIC_MARKED = "generic_marked"  # a value became generic
+ERASED = "erased"  # fields: contacts, links, events (counts of one erasure)
 RETRY = "retry"  # fields: reason (deadlock | serialization | lock_timeout | busy | conflict
 #   | disconnect)
 

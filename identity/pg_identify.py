@@ -34,7 +34,15 @@ from identity.db import utcnow
 from identity.errors import TransientConflict
 from identity.feed.changes import CONTACT_ADDED, PERSON_CREATED
 from identity.guards.hashing import EMAIL, PHONE, resolve_key, value_hash
-from identity.guards.policy import AllIgnored, GuardPolicy, Marks, Screened, screen, values_of
+from identity.guards.policy import (
+    AllIgnored,
+    GuardPolicy,
+    Marks,
+    Screened,
+    record_ignored,
+    screen,
+    values_of,
+)
 from identity.guards.store import mark_generic
 from identity.locking import advisory_key, identifier_keys
 from identity.normalize import Identifiers
@@ -310,6 +318,7 @@ def identify(
         params | {"e": identifiers.email, "p": identifiers.phone},
         _LOCK_SQL[len(keys)],
     )
+    record_ignored(conn, screened)
     if screened.newly_generic:
         mark_generic(conn, screened.newly_generic, cause)
     if screened.identifiers is None:

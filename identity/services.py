@@ -14,7 +14,7 @@ from identity.db import utcnow
 from identity.errors import TransientConflict
 from identity.feed import changes as feed
 from identity.graph.links import linked_pairs, record_links
-from identity.guards.policy import AllIgnored, GuardPolicy, screen, values_of
+from identity.guards.policy import AllIgnored, GuardPolicy, record_ignored, screen, values_of
 from identity.guards.store import load_marks, mark_generic
 from identity.locking import identifier_keys, lock_keys
 from identity.models import Contact
@@ -126,6 +126,7 @@ def identify(
     values = values_of(identifiers)
     marks = load_marks(conn, policy, values, count_partners=values if len(values) == 2 else ())
     screened = screen(identifiers, policy, marks)
+    record_ignored(conn, screened)
     if screened.newly_generic:
         mark_generic(conn, screened.newly_generic, cause)
     if screened.identifiers is None:

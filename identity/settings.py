@@ -45,6 +45,10 @@ class Secret:
     __str__ = __repr__
 
 
+#: Addresses that only this machine reaches.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
 class SettingsError(ValueError):
     """A setting has a value the service cannot use."""
 
@@ -213,9 +217,22 @@ class Settings:
         settings.validate()
         return settings
 
+    @property
+    def open_mode(self) -> bool:
+        """No API key of either kind: open development mode (loopback only)."""
+        return not self.api_keys and not self.admin_api_keys
+
     def validate(self) -> None:
-        """Refuse what cannot run: a blocked pattern that does not compile names itself."""
+        """Refuse what cannot run: a blocked pattern that does not compile names itself;
+        open development mode (no key) listening beyond loopback (SPEC "Access")."""
         from identity.guards.policy import GuardPolicy, GuardSettingsError
+
+        if self.open_mode and self.bind_host not in LOOPBACK_HOSTS:
+            raise SettingsError(
+                f"BIND_HOST={self.bind_host} without API_KEYS or ADMIN_API_KEYS: with no key"
+                " the service is in open development mode and listens on loopback only;"
+                " set keys to listen on other addresses"
+            )
 
         try:
             GuardPolicy.from_settings(self)

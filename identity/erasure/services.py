@@ -20,6 +20,7 @@ from sqlalchemy import Table, bindparam, delete, func, or_, select, text, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from identity import observe
 from identity.db import utcnow
 from identity.erasure.rules import ClusterErasure, Member, Value, erase_from_cluster
 from identity.errors import IdentityError, InvalidInput, TransientConflict
@@ -253,9 +254,12 @@ def _erase(
             result.persons.append(build_view(piece.primary_id, rows))
         changes += _changes(plan, cause)
     result.events = _erase_events(conn, values)
-    generic = _drop_generic_marks(conn, values)
+    generic = _drop_generic_marks(conn, values, cause)
     _keep_hashes(conn, values, request.suppress or generic, configured_key, now)
     feed.record(conn, changes, now)
+    observe.record(
+        conn, observe.ERASED, contacts=result.contacts, links=result.links, events=result.events
+    )
     result.persons.sort(key=lambda v: v.primary_id)
     return result
 
@@ -394,18 +398,29 @@ def _erase_events(conn: Connection, values: set[Value]) -> int:
     return int(count) + len(doomed)
 
 
-def _drop_generic_marks(conn: Connection, values: set[Value]) -> bool:
-    """Generic marks hold the value: they go too (the value is suppressed instead)."""
-    found = False
-    for kind, value in values:
+def _drop_generic_marks(conn: Connection, values: set[Value], cause: str | None) -> bool:
+    """Generic marks hold the value: they go too (the value is suppressed instead), each
+    recorded as guard.cleared (its id, never the value)."""
+    cleared: list[int] = []
+    for kind, value in sorted(values):
         field_name = EMAIL if kind == "e" else PHONE
-        gone = conn.execute(
-            delete(generic_value).where(
-                generic_value.c.field == field_name, generic_value.c.value == value
+        cleared += (
+            conn.execute(
+                delete(generic_value)
+                .where(generic_value.c.field == field_name, generic_value.c.value == value)
+                .returning(generic_value.c.id)
             )
-        ).rowcount
-        found = found or bool(gone)
-    return found
+            .scalars()
+            .all()
+        )
+    feed.record(
+        conn,
+        [
+            feed.NewChange(feed.GUARD_CLEARED, {"guardId": i, "reason": "generic"}, cause)
+            for i in cleared
+        ],
+    )
+    return bool(cleared)
 
 
 def _keep_hashes(

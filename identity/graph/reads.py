@@ -168,4 +168,4 @@ def history(
     if root is None:
         return None
     members = select(c.id).where(_LIVE, or_(c.id == root, c.linked_id == root))
-    return root, feed.history(conn, members, limit=limit)
+    return root, feed.history(conn, members, limit=limit + 1)  # one more: "truncated"

@@ -13,8 +13,9 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from identity import observe
 from identity.errors import InvalidInput
 from identity.normalize import Identifiers
 
@@ -122,6 +123,14 @@ class Screened:
     identifiers: Identifiers | None  # None: every value was ignored
     ignored: tuple[Ignored, ...] = ()
     newly_generic: tuple[tuple[Value, int], ...] = ()  # (value, partners counted)
+
+
+def record_ignored(conn: Any, screened: Screened) -> None:
+    """Count what a guard left out (metrics), once the transaction commits."""
+    for item in screened.ignored:
+        observe.record(conn, observe.IGNORED, field=item.field, reason=item.reason)
+    for _ in screened.newly_generic:
+        observe.record(conn, observe.GENERIC_MARKED)
 
 
 def values_of(identifiers: Identifiers) -> list[Value]:

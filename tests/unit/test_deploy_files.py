@@ -120,3 +120,13 @@ def test_flower_needs_basic_auth_from_the_environment(compose: dict[str, Any]) -
     assert (
         flower["environment"]["REDIS_URL"] == compose["services"]["api"]["environment"]["REDIS_URL"]
     )
+
+
+def test_services_listening_beyond_loopback_require_keys(compose: dict[str, Any]) -> None:
+    """SPEC "Access": a deployment that binds 0.0.0.0 sets keys; compose refuses to start
+    without them (``${VAR:?message}``) rather than serve in open development mode."""
+    for name, service in compose["services"].items():
+        env = service.get("environment") or {}
+        if env.get("BIND_HOST") not in (None, "127.0.0.1", "localhost", "::1"):
+            for key in ("API_KEYS", "ADMIN_API_KEYS"):
+                assert re.fullmatch(r"\$\{" + key + r":\?.+\}", str(env.get(key, ""))), (name, key)

@@ -190,3 +190,20 @@ def test_shell_summary_for_launch_scripts_hides_secrets_and_reads_dotenv(tmp_pat
     assert "IDENTITY_BROKER=1" in summary
     assert "hunter2" not in summary
     assert "IDENTITY_EMBEDDED=1" in shell_summary(Settings.from_env(environ={}, dotenv_path=None))
+
+
+def test_open_mode_listens_on_loopback_only() -> None:
+    with pytest.raises(SettingsError, match="BIND_HOST=0.0.0.0 without API_KEYS"):
+        from_env({"BIND_HOST": "0.0.0.0"})
+    assert from_env({"BIND_HOST": "0.0.0.0", "API_KEYS": "k"}).bind_host == "0.0.0.0"
+    assert from_env({"BIND_HOST": "0.0.0.0", "ADMIN_API_KEYS": "k"}).open_mode is False
+    assert from_env({"BIND_HOST": "::1"}).open_mode is True
+
+
+def test_a_blocked_pattern_that_does_not_compile_names_itself() -> None:
+    with pytest.raises(SettingsError, match=r"BLOCKED_PHONES: pattern .* is not valid"):
+        from_env({"BLOCKED_PHONES": r"(\d"})
+    with pytest.raises(SettingsError, match="BLOCKED_EMAILS"):
+        from_env({"BLOCKED_EMAILS": "ok@shop.test;;[a-"})
+    settings = from_env({"BLOCKED_PHONES": r"555\d{4}", "BLOCKED_DEFAULTS": "off"})
+    assert settings.blocked_phones == r"555\d{4}" and settings.blocked_defaults is False
