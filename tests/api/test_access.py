@@ -180,9 +180,9 @@ def _gunicorn_setting(name: str, env: dict[str, str], tmp_path: Path) -> Any:
 
 def test_server_binds_loopback_unless_configured(tmp_path: Path) -> None:
     assert _gunicorn_setting("bind", {}, tmp_path) == "127.0.0.1:8000"
-    assert _gunicorn_setting("bind", {"BIND_HOST": "0.0.0.0", "PORT": "9000"}, tmp_path) == (
-        "0.0.0.0:9000"
-    )
+    # Beyond loopback only with keys (open development mode is loopback only).
+    wide = {"BIND_HOST": "0.0.0.0", "PORT": "9000", "API_KEYS": "k"}
+    assert _gunicorn_setting("bind", wide, tmp_path) == "0.0.0.0:9000"
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
