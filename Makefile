@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install migrate run serve dev test lint typecheck bench clean
+.PHONY: install migrate run serve dev test lint typecheck bench screenshot clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,10 +30,16 @@ run: migrate
 dev: migrate
 	$(BIN)/flask --app api run --port $${PORT:-8000} --debug
 
-## test: all set-up, then the whole suite on real PostgreSQL, Redis and SQLite
+## test: all set-up, then the whole suite on real PostgreSQL, Redis and SQLite, and the
+## explorer page in headless Chromium (installed from apt when missing and run as root)
 test: install
-	bin/ensure-services postgres redis
+	bin/ensure-services --install postgres redis browser
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+## screenshot: docs/explorer.png, a real person page served by gunicorn on PostgreSQL
+screenshot: install
+	bin/ensure-services --install postgres browser
+	$(BIN)/python -m tests.ui.screenshot docs/explorer.png
 
 ## bench: seed PostgreSQL, load /identify, the pgbench ceiling, async and growth (minutes;
 ## never part of `make test`); writes docs/benchmarks/RESULTS.md and throughput.png

@@ -4,9 +4,11 @@ admin key (403 with a read key, and for everyone when only ``API_KEYS`` is set).
 admin key also reads. With no key at all the service is in open development mode.
 
 Open: ``/healthz`` (load balancers), ``/openapi.json`` (the contract is public), ``/``
-(the index of that contract) and ``/metrics`` (aggregate counters only, no personal
-data; keep it off the public network, see docs/OPERATIONS.md). Everything else, today
-``/identify`` and ``/events`` and any endpoint added later, is closed by default.
+(the index of that contract), ``/metrics`` (aggregate counters only, no personal
+data; keep it off the public network, see docs/OPERATIONS.md) and the explorer page's
+own files under ``/ui/`` (static HTML, JS and CSS; the data calls the page makes need a
+key like any client). Everything else, today ``/identify`` and ``/events`` and any
+endpoint added later, is closed by default.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ log = logging.getLogger(__name__)
 #: Endpoints (Flask endpoint names) that never need a key.
 OPEN_ENDPOINTS = frozenset(
     {"identity.healthz", "metrics.metrics", "openapi.document", "openapi.index", "static"}
+    # The explorer page's HTML, JS and CSS hold no data; the calls it makes need a key.
+    | {"ui.root", "ui.index", "ui.asset"}
 )
 REALM = "identity-reconciliation"
 

@@ -22,10 +22,11 @@ def openapi_path(rule: str) -> str:
 
 
 def operations_in_app(app: Flask) -> set[tuple[str, str]]:
+    """The JSON API's operations; the explorer page's files (``ui.*``) are not the API."""
     return {
         (openapi_path(rule.rule), method.lower())
         for rule in app.url_map.iter_rules()
-        if rule.endpoint != "static"
+        if rule.endpoint != "static" and not rule.endpoint.startswith("ui.")
         for method in (rule.methods or set()) - IGNORED_METHODS
     }
 

@@ -26,7 +26,15 @@ from tests.support.processes import free_port, wait_until
 GUNICORN = Path(sys.executable).parent / "gunicorn"
 # Variables a developer's shell may hold that would change what the server under test does
 # (and any PROMETHEUS_* one: gunicorn.conf.py makes the server its own metrics directory).
-SCRUBBED = ("DATABASE_URL", "DATABASE_URI", "API_KEYS", "PORT", "BIND_HOST", "WEB_CONCURRENCY")
+SCRUBBED = (
+    "DATABASE_URL",
+    "DATABASE_URI",
+    "API_KEYS",
+    "ADMIN_API_KEYS",
+    "PORT",
+    "BIND_HOST",
+    "WEB_CONCURRENCY",
+)
 # A light server on a shared 2-core machine, unless the caller's env says otherwise.
 DEFAULTS = {"WEB_CONCURRENCY": "2", "WEB_THREADS": "8"}
 
