@@ -11,22 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+
+from identity.graph.reconcile import Row
 
 Value = tuple[str, str]  # ("e", email) or ("p", phone)
 
 
-@dataclass(frozen=True)
-class Member:
-    id: int
-    email: str | None
-    phone: str | None
-    linked_id: int | None
-    created_at: datetime
-
-    @property
-    def age(self) -> tuple[datetime, int]:
-        return (self.created_at, self.id)
+#: A live contact as the rules see it (the same shape as the identify rules' rows).
+Member = Row
 
 
 @dataclass(frozen=True)

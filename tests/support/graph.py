@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
+
+from tests.support.invariants import model_clusters
 
 OWNED_TABLES = (
     "contact",
@@ -38,29 +40,13 @@ def stored_links(conn: Connection) -> set[tuple[str, str]]:
 def assertion_clusters(conn: Connection) -> set[frozenset[str]]:
     """Connected components of the recorded assertions (live contacts and links), as sets of
     namespaced values: SPEC I4's clusters, computed without the linked_id column."""
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    pairs = (
-        conn.execute(text("SELECT email, phone_number FROM contact WHERE deleted_at IS NULL")).all()
-        + conn.execute(text("SELECT email, phone_number FROM link")).all()
-    )
-    for email, phone in pairs:
-        keys = [k for k in (f"e:{email}" if email else None, f"p:{phone}" if phone else None) if k]
-        for k in keys:
-            find(k)
-        if len(keys) == 2:
-            parent[find(keys[0])] = find(keys[1])
-    groups: dict[str, set[str]] = defaultdict(set)
-    for k in list(parent):
-        groups[find(k)].add(k)
-    return {frozenset(g) for g in groups.values()}
+    pairs = conn.execute(
+        text(
+            "SELECT email, phone_number FROM contact WHERE deleted_at IS NULL"
+            " UNION ALL SELECT email, phone_number FROM link"
+        )
+    ).all()
+    return model_clusters((email, phone) for email, phone in pairs)
 
 
 def replay(changes: list[dict[str, Any]]) -> dict[int, int]:
