@@ -14,7 +14,8 @@ from flask.typing import ResponseReturnValue
 from api.auth import admin_only
 from api.errors import error_response
 from api.observability import request_id
-from api.routes import BadRequestBody, read_object
+from api.routes import BadRequestBody, read_body
+from api.schemas import GuardMark
 from identity.db import run_in_transaction, run_snapshot
 from identity.guards import store
 from identity.locking import identifier_keys, lock_keys
@@ -52,17 +53,17 @@ def list_guards() -> ResponseReturnValue:
 
 @bp.post("/guards/generic")
 def mark_generic() -> ResponseReturnValue:
-    body = read_object(frozenset({"email", "phoneNumber"}))
-    given = [k for k in ("email", "phoneNumber") if body.get(k) is not None]
+    body = read_body(GuardMark)
+    given = [k for k in ("email", "phoneNumber") if getattr(body, k) is not None]
     if len(given) != 1:
         raise BadRequestBody("give exactly one of email or phoneNumber")
     region = current_app.extensions["identity.settings"].default_phone_region
     if given[0] == "email":
-        email = normalize_email(body["email"])
+        email = normalize_email(body.email)
         identifiers = Identifiers(email=email, phone=None)
         value = ("e", email)
     else:
-        phone = normalize_phone(body["phoneNumber"], region)
+        phone = normalize_phone(body.phoneNumber, region)
         identifiers = Identifiers(email=None, phone=phone)
         value = ("p", phone)
     if value[1] is None:

@@ -11,15 +11,15 @@ from sqlalchemy import text
 from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
 from api.observability import request_id
+from api.schemas import IdentifyRequest
 from identity import services
 from identity.db import run_in_transaction, run_read_only
 from identity.errors import InvalidInput, Unavailable
 from identity.guards.policy import AllIgnored
 from identity.normalize import Identifiers, normalize_identifiers
+from identity.validation import Model, check
 
 bp = Blueprint("identity", __name__)
-
-IDENTIFY_FIELDS = frozenset({"email", "phoneNumber"})
 
 
 class BadRequestBody(InvalidInput):
@@ -69,23 +69,15 @@ def _settings() -> Any:
     return current_app.extensions["identity.settings"]
 
 
-def read_object(allowed: frozenset[str]) -> dict[str, Any]:
-    """The request's JSON object, with no field outside ``allowed``."""
-    body = read_json_body()
-    if not isinstance(body, dict):
-        raise BadRequestBody("request body must be a JSON object")
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise BadRequestBody(f"unknown field(s): {', '.join(unknown)}", field=unknown[0])
-    return body
+def read_body(model: type[Model]) -> Model:
+    """The request's JSON (strictly parsed) as ``model``: one place validates every body."""
+    return check(model, read_json_body())
 
 
 def read_identifiers() -> Identifiers:
     """The body of /identify and /lookup: an email and/or a phone, normalized."""
-    body = read_object(IDENTIFY_FIELDS)
-    return normalize_identifiers(
-        body.get("email"), body.get("phoneNumber"), _settings().default_phone_region
-    )
+    body = read_body(IdentifyRequest)
+    return normalize_identifiers(body.email, body.phoneNumber, _settings().default_phone_region)
 
 
 @bp.post("/identify")
