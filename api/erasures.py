@@ -5,10 +5,12 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
+from api import schemas
 from api.auth import admin_only
 from api.observability import request_id
 from api.routes import BadRequestBody, read_body
 from api.schemas import ErasureRequest
+from api.spec import operation
 from identity.db import run_in_transaction
 from identity.erasure.services import ErasureRequest as ErasureRequest_
 from identity.erasure.services import erase
@@ -49,6 +51,21 @@ def parse_erasure(body: ErasureRequest, region: str | None) -> ErasureRequest_:
 
 
 @bp.post("/erasures")
+@operation(
+    id="erase",
+    summary="Erase a value or a whole person; the clusters that held it are recomputed",
+    body=ErasureRequest,
+    ok=schemas.ErasureResponse,
+    ok_description="What went, and the persons that remain (a value nobody holds: zeros).",
+    errors={
+        400: "Not exactly one selector, an unknown field, a wrong type or a value that does"
+        " not normalize.",
+        404: "personId names no live contact.",
+        409: "expectedPrimaryContactId no longer matches the person.",
+        422: "suppress without SUPPRESSION_HASH_KEY, or a person too large to erase whole.",
+    },
+    examples={"request": {"email": "biffsucks@hillvalley.edu", "dryRun": True}},
+)
 def erasures() -> ResponseReturnValue:
     settings = current_app.extensions["identity.settings"]
     request_ = parse_erasure(read_body(ErasureRequest), settings.default_phone_region)

@@ -11,9 +11,11 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from api import schemas
 from api.auth import role
 from api.errors import error_response
-from api.routes import BadRequestBody, read_identifiers
+from api.routes import IDENTIFIERS_400, BadRequestBody, read_identifiers
+from api.spec import PERSON_ID, QUERY_400, operation
 from identity.db import run_in_transaction, run_snapshot
 from identity.feed import changes as feed
 from identity.graph import reads
@@ -21,6 +23,7 @@ from identity.graph import reads
 bp = Blueprint("graph", __name__)
 
 MAX_CHANGES_PER_PAGE = 1000
+MAX_SEQ = 2**63 - 1
 
 
 def _engine() -> Any:
@@ -63,6 +66,14 @@ def _only_args(*allowed: str) -> None:
 
 
 @bp.post("/lookup")
+@operation(
+    id="lookup",
+    summary="Find the persons holding an email or a phone, writing nothing",
+    body=schemas.IdentifyRequest,
+    ok=schemas.LookupResponse,
+    ok_description="Every person holding the email or the phone; `[]` when none.",
+    errors={400: IDENTIFIERS_400},
+)
 def lookup() -> ResponseReturnValue:
     identifiers = read_identifiers()
     views = run_snapshot(_engine(), lambda conn: reads.lookup(conn, identifiers))
@@ -70,6 +81,14 @@ def lookup() -> ResponseReturnValue:
 
 
 @bp.get("/persons/<int:contact_id>")
+@operation(
+    id="getPerson",
+    summary="The person of any of its contacts",
+    ok=schemas.IdentifyResponse,
+    ok_description="The person, as /identify answers it.",
+    errors={400: QUERY_400, 404: "No live contact has that id."},
+    path={"contact_id": PERSON_ID},
+)
 def person(contact_id: int) -> ResponseReturnValue:
     _only_args()
     if contact_id > MAX_ID:
@@ -81,6 +100,15 @@ def person(contact_id: int) -> ResponseReturnValue:
 
 
 @bp.get("/persons/<int:contact_id>/graph")
+@operation(
+    id="getPersonGraph",
+    summary="How the person holds together: contacts, links and edges",
+    ok=schemas.PersonGraph,
+    ok_description="Bounded: past GRAPH_LIMIT contacts, the nearest to the primary, and"
+    " `truncated`.",
+    errors={400: QUERY_400, 404: "No live contact has that id."},
+    path={"contact_id": PERSON_ID},
+)
 def person_graph(contact_id: int) -> ResponseReturnValue:
     _only_args()
     if contact_id > MAX_ID:
@@ -93,6 +121,22 @@ def person_graph(contact_id: int) -> ResponseReturnValue:
 
 
 @bp.get("/persons/<int:contact_id>/why")
+@operation(
+    id="whyLinked",
+    summary="Why two contacts are one person: the shortest chain of edges",
+    ok=schemas.WhyPath,
+    ok_description="The chain from a to b.",
+    errors={
+        400: QUERY_400,
+        404: "a or b is not a live contact of this person.",
+        422: "The person is too large to explain in one answer.",
+    },
+    path={"contact_id": PERSON_ID},
+    query={
+        "a": {"required": True, "type": "integer", "minimum": 0, "maximum": MAX_ID},
+        "b": {"required": True, "type": "integer", "minimum": 0, "maximum": MAX_ID},
+    },
+)
 def why(contact_id: int) -> ResponseReturnValue:
     _only_args("a", "b")
     a = _int_arg("a", None, 0, MAX_ID)
@@ -111,6 +155,14 @@ def why(contact_id: int) -> ResponseReturnValue:
 
 
 @bp.get("/persons/<int:contact_id>/history")
+@operation(
+    id="getPersonHistory",
+    summary="The changes that built this person, oldest first",
+    ok=schemas.History,
+    ok_description="At most HISTORY_LIMIT changes.",
+    errors={400: QUERY_400, 404: "No live contact has that id."},
+    path={"contact_id": PERSON_ID},
+)
 def history(contact_id: int) -> ResponseReturnValue:
     _only_args()
     if contact_id > MAX_ID:
@@ -130,9 +182,30 @@ def history(contact_id: int) -> ResponseReturnValue:
 
 
 @bp.get("/changes")
+@operation(
+    id="listChanges",
+    summary="The change feed: changes with seq > after, in seq order",
+    ok=schemas.ChangePage,
+    ok_description="A page of changes; a follower that passes `next` back as `after` never"
+    " misses a change.",
+    errors={
+        400: QUERY_400,
+        410: (
+            "`after` is below what retention kept (CHANGES_RETENTION_DAYS): start over from a"
+            " full read.",
+            schemas.FeedGone,
+        ),
+    },
+    query={
+        "after": {"type": "integer", "minimum": 0, "maximum": MAX_SEQ, "default": 0,
+                  "description": "The last seq already seen."},
+        "limit": {"type": "integer", "minimum": 1, "maximum": MAX_CHANGES_PER_PAGE,
+                  "default": 100},
+    },
+)  # fmt: skip
 def changes() -> ResponseReturnValue:
     _only_args("after", "limit")
-    after = _int_arg("after", 0, 0, 2**63 - 1)
+    after = _int_arg("after", 0, 0, MAX_SEQ)
     limit = _int_arg("limit", 100, 1, MAX_CHANGES_PER_PAGE)
     engine = _engine()
     if run_snapshot(engine, feed.has_pending):
@@ -146,6 +219,14 @@ def changes() -> ResponseReturnValue:
 
 
 @bp.get("/whoami")
+@operation(
+    id="whoAmI",
+    summary="What the caller's key may do",
+    ok=schemas.WhoAmI,
+    ok_description="open: no keys configured (development); read: an API_KEYS key; admin: an"
+    " ADMIN_API_KEYS key.",
+    unavailable=False,
+)
 def whoami() -> ResponseReturnValue:
     """What the caller's key may do: ``open`` (no keys configured), ``read`` or ``admin``."""
     return jsonify({"role": role()})

@@ -11,11 +11,13 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
+from api import schemas
 from api.auth import admin_only
 from api.errors import error_response
 from api.observability import request_id
 from api.routes import BadRequestBody, read_body
 from api.schemas import GuardMark
+from api.spec import operation
 from identity.db import run_in_transaction, run_snapshot
 from identity.guards import store
 from identity.locking import identifier_keys, lock_keys
@@ -33,6 +35,12 @@ def _engine() -> Any:
 
 
 @bp.get("/guards")
+@operation(
+    id="listGuards",
+    summary="Blocked patterns, generic values, and the count of suppressed hashes",
+    ok=schemas.Guards,
+    ok_description="The guards in force.",
+)
 def list_guards() -> ResponseReturnValue:
     policy = _policy()
 
@@ -52,6 +60,18 @@ def list_guards() -> ResponseReturnValue:
 
 
 @bp.post("/guards/generic")
+@operation(
+    id="markGeneric",
+    summary="Mark a value generic by hand (admin)",
+    body=GuardMark,
+    status=201,
+    ok=schemas.GuardMarked,
+    ok_description="Marked; recorded in the feed as guard.marked (without the value).",
+    errors={
+        400: "Not exactly one of email or phoneNumber, or a value that does not normalize.",
+        409: "The value is generic already.",
+    },
+)
 def mark_generic() -> ResponseReturnValue:
     body = read_body(GuardMark)
     given = [k for k in ("email", "phoneNumber") if getattr(body, k) is not None]
@@ -84,6 +104,14 @@ def mark_generic() -> ResponseReturnValue:
 
 
 @bp.delete("/guards/generic/<int:guard_id>")
+@operation(
+    id="clearGeneric",
+    summary="Clear a generic mark (admin): the value may gain GENERIC_THRESHOLD more partners",
+    status=204,
+    ok=None,
+    ok_description="Cleared; recorded in the feed as guard.cleared.",
+    errors={404: "No generic value has that guard id."},
+)
 def clear_generic(guard_id: int) -> ResponseReturnValue:
     cause = request_id()
     if guard_id > 2**63 - 1 or not run_in_transaction(

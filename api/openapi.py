@@ -16,6 +16,9 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request, url_for
 from flask.typing import ResponseReturnValue
 
+from api import schemas
+from api.spec import operation
+
 bp = Blueprint("openapi", __name__)
 
 
@@ -32,6 +35,14 @@ def _document_bytes() -> bytes:
 
 
 @bp.get("/openapi.json", endpoint="document")
+@operation(
+    id="openapi",
+    summary="This document",
+    ok=None,
+    ok_description="The OpenAPI 3.1 document of the whole API.",
+    ok_schema={"type": "object", "required": ["openapi", "paths"]},
+    unavailable=False,
+)
 def document_view() -> Response:
     return Response(_document_bytes(), mimetype="application/json")
 
@@ -41,6 +52,15 @@ EXPLORER_PATH = "/ui/"
 
 
 @bp.get("/", endpoint="index")
+@operation(
+    id="index",
+    summary="What this service is, where its document, health, metrics and explorer are, and"
+    " its operations (never needs a key)",
+    ok=schemas.Index,
+    ok_description="A small JSON index of the API. `links` and the paths of `endpoints` are"
+    " relative to the server; `endpoints` lists every operation of this document.",
+    unavailable=False,
+)
 def index() -> ResponseReturnValue:
     """Where a newcomer's browser or curl lands: what this is and where to go next. Open."""
     doc = document()

@@ -10,8 +10,10 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import text
 from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
+from api import schemas
 from api.observability import request_id
 from api.schemas import IdentifyRequest
+from api.spec import operation
 from identity import services
 from identity.db import run_in_transaction, run_read_only
 from identity.errors import InvalidInput, Unavailable
@@ -80,7 +82,37 @@ def read_identifiers() -> Identifiers:
     return normalize_identifiers(body.email, body.phoneNumber, _settings().default_phone_region)
 
 
+#: The 400 of /identify and /lookup.
+IDENTIFIERS_400 = (
+    "Not a JSON object, a wrong type, an unknown field, an identifier that does not normalize,"
+    " or neither identifier present. `field` names the offending field when there is one."
+)
+LORRAINE = {
+    "primaryContactId": 1,
+    "emails": ["lorraine@hillvalley.edu", "mcfly@hillvalley.edu"],
+    "phoneNumbers": ["123456"],
+    "secondaryContactIds": [23],
+}
+
+
 @bp.post("/identify")
+@operation(
+    id="identify",
+    summary="Reconcile one email/phone pair and answer with its whole cluster",
+    body=IdentifyRequest,
+    ok=schemas.IdentifyResponse,
+    ok_description="The cluster holding the request's identifiers, after this request's own"
+    " change.",
+    errors={
+        400: IDENTIFIERS_400,
+        422: "Every value of the request is ignored by a guard (blocked, generic or"
+        " suppressed): nothing was written.",
+    },
+    examples={
+        "request": {"email": "mcfly@hillvalley.edu", "phoneNumber": "123456"},
+        200: {"contact": LORRAINE},
+    },
+)
 def identify() -> ResponseReturnValue:
     identifiers = read_identifiers()
     settings = _settings()
@@ -106,6 +138,13 @@ def identify() -> ResponseReturnValue:
 
 
 @bp.get("/healthz")
+@operation(
+    id="healthz",
+    summary="Liveness and database reachability (never needs a key)",
+    ok=schemas.Health,
+    ok_description="Serving, and the database answers.",
+    examples={200: {"status": "ok", "database": "postgresql"}},
+)
 def healthz() -> ResponseReturnValue:
     """Liveness and database reachability; never needs auth."""
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, RootModel, StrictBool
 
 from identity.events import EventBody
 from identity.validation import Body, EmailInput, PhoneInput, refuse
@@ -60,7 +60,9 @@ class GuardMark(Body):
     phoneNumber: PhoneInput = None
 
 
-EventsRequest = EventBody | list[EventBody]
+class EventsRequest(RootModel[EventBody | list[EventBody]]):
+    """One identity event, or an array of up to EVENTS_MAX_BATCH of them."""
+
 
 # -- answers ----------------------------------------------------------------------------
 
