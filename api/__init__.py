@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None) -> Flask:
             settings.safe_database_url,
         )
 
-    from api import auth, erasures, errors, events, graph, guards, metrics, openapi, routes
+    from api import auth, erasures, errors, events, graph, guards, metrics, openapi, routes, spec
 
     observability.register(app)  # first: every later hook and log line has the request id
     auth.register(app, settings)
@@ -45,6 +45,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(graph.bp)
     app.register_blueprint(erasures.bp)
     app.register_blueprint(guards.bp)
+    spec.check_answers(app)
     return app
 
 

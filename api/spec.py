@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from flask import Flask
+from flask import Flask, Response, request
 from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 
@@ -250,6 +250,30 @@ def generate(app: Flask) -> dict[str, Any]:
             "schemas": dict(sorted(defs.get("$defs", {}).items())),
         },
     }
+
+
+def check_answers(app: Flask) -> None:
+    """In testing mode, every JSON answer is validated against the model that documents it.
+
+    So every API test also proves that the served shape is the documented one; serving
+    does not pay for it (the domain's ``to_json`` builds answers without a model).
+    """
+
+    @app.after_request
+    def _check(response: Response) -> Response:
+        if not app.testing or not response.is_json or request.endpoint is None:
+            return response
+        op: Operation | None = getattr(app.view_functions[request.endpoint], "openapi", None)
+        if op is None:
+            return response
+        status = response.status_code
+        spec = op.errors.get(status)
+        model = op.ok if status == op.status else schemas.Error
+        if isinstance(spec, tuple):
+            model = spec[1]
+        if model is not None:
+            model.model_validate(response.get_json())  # raises: the test fails
+        return response
 
 
 def _version() -> str:

@@ -195,3 +195,24 @@ def test_a_route_without_a_description_stops_the_generator() -> None:
         generate(app)
     assert all(reason.strip() for reason in EXCLUDED.values())
     app.extensions["identity.engine"].dispose()
+
+
+def test_in_testing_mode_an_answer_off_its_model_fails_the_request() -> None:
+    """Every API test checks its answers against their models (api.spec.check_answers)."""
+    from flask import jsonify
+    from pydantic import ValidationError
+
+    from api import schemas
+    from api.spec import build_app, operation
+
+    app = build_app()
+    app.config["TESTING"] = True
+
+    @app.get("/drifted")
+    @operation(id="drifted", summary="x", ok=schemas.WhoAmI, ok_description="x")
+    def drifted() -> object:
+        return jsonify({"role": "superuser"})
+
+    with pytest.raises(ValidationError):
+        app.test_client().get("/drifted")
+    app.extensions["identity.engine"].dispose()
