@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel, StrictBool
 
 from identity.events import EventBody
-from identity.validation import Body, EmailInput, PhoneInput, refuse
+from identity.validation import Body, EmailInput, PhoneInput, Refusal
 
 MAX_ID = 2**31 - 1  # contact ids are 32-bit
 ContactId = Annotated[int, Field(ge=1, le=MAX_ID)]
@@ -36,19 +36,19 @@ class ErasureRequest(Body):
     email: EmailInput = None
     phoneNumber: PhoneInput = None
     personId: Annotated[
-        ContactId | None, refuse("personId must be a contact id (a positive integer)")
+        ContactId | None, Refusal("personId must be a contact id (a positive integer)")
     ] = None
-    suppress: Annotated[StrictBool, refuse("suppress must be true or false")] = Field(
+    suppress: Annotated[StrictBool, Refusal("suppress must be true or false")] = Field(
         False,
         description="Keep a keyed hash so the value is ignored from now on (needs "
         "SUPPRESSION_HASH_KEY).",
     )
-    dryRun: Annotated[StrictBool, refuse("dryRun must be true or false")] = Field(
+    dryRun: Annotated[StrictBool, Refusal("dryRun must be true or false")] = Field(
         False, description="Answer the same, write nothing: what a confirmation shows."
     )
     expectedPrimaryContactId: Annotated[
         ContactId | None,
-        refuse("expectedPrimaryContactId must be a contact id (a positive integer)"),
+        Refusal("expectedPrimaryContactId must be a contact id (a positive integer)"),
         Field(description="With personId: 409 when the person's primary is no longer this one."),
     ] = None
 

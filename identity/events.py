@@ -26,7 +26,7 @@ from pydantic import (
 
 from identity.errors import InvalidInput
 from identity.normalize import Identifiers, normalize_identifiers
-from identity.validation import Body, EmailInput, PhoneInput, check, refuse
+from identity.validation import Body, EmailInput, PhoneInput, Refusal, check
 
 MAX_EVENT_ID_LENGTH = 200
 MAX_SOURCE_LENGTH = 200
@@ -142,7 +142,7 @@ class EventBody(Body):
 
     eventId: Annotated[
         StrictStr | None,
-        refuse("eventId must be a string or absent"),
+        Refusal("eventId must be a string or absent"),
         AfterValidator(_event_id),
         Field(description="Idempotency key (1-200 printable characters); assigned (uuid4) "
               "when absent. An event with a known eventId has no second effect."),
@@ -152,7 +152,7 @@ class EventBody(Body):
     occurredAt: Annotated[Moment, Field(description="ISO-8601 timestamp with a timezone.")] = None
     source: Annotated[
         StrictStr | None,
-        refuse("source must be a string or absent"),
+        Refusal("source must be a string or absent"),
         AfterValidator(_source),
         Field(description="Free text up to 200 characters, e.g. the producing system."),
     ] = None

@@ -9,19 +9,10 @@ field, so every entry point keeps the one error contract (``error`` plus ``field
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypeVar
+from dataclasses import dataclass
+from typing import Annotated, TypeVar
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictInt,
-    StrictStr,
-    ValidationError,
-    ValidatorFunctionWrapHandler,
-    WrapValidator,
-)
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from identity.errors import InvalidInput
 
@@ -34,27 +25,26 @@ class Body(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
-def refuse(message: str) -> WrapValidator:
-    """Whatever fails the annotated type fails with ``message`` (which names the field)."""
+@dataclass(frozen=True)
+class Refusal:
+    """What a field says when its value has the wrong type (pydantic's words name no field).
 
-    def wrap(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
-        try:
-            return handler(value)
-        except ValidationError:
-            raise PydanticCustomError("invalid", message) from None
+    A marker in the field's ``Annotated`` metadata, read only when validation fails: the
+    accepted path pays nothing for it (a wrapping validator would cost a call per field).
+    """
 
-    return WrapValidator(wrap)
+    message: str
 
 
 EmailInput = Annotated[
     StrictStr | None,
-    refuse("email must be a string or null"),
+    Refusal("email must be a string or null"),
     Field(description="Trimmed and lower-cased; must look like an address (a local part, "
           "one @, a domain)."),
 ]  # fmt: skip
 PhoneInput = Annotated[
     StrictStr | Annotated[StrictInt, Field(ge=0)] | None,
-    refuse("phoneNumber must be a string, a non-negative integer or null"),
+    Refusal("phoneNumber must be a string, a non-negative integer or null"),
     Field(description="A string or a non-negative integer; spaces, dashes, dots and "
           "parentheses are dropped, a leading + kept; 3 to 20 digits must remain."),
 ]  # fmt: skip
@@ -65,10 +55,10 @@ def check(model: type[Model], data: object, *, what: str = "request body") -> Mo
     try:
         return model.model_validate(data)
     except ValidationError as error:
-        raise invalid_input(error, what) from None
+        raise invalid_input(error, model, what) from None
 
 
-def invalid_input(error: ValidationError, what: str) -> InvalidInput:
+def invalid_input(error: ValidationError, model: type[BaseModel], what: str) -> InvalidInput:
     errors = error.errors(include_url=False, include_context=False, include_input=False)
     # Unknown fields first, all of them: a typo is the likeliest mistake.
     unknown = sorted(str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden")
@@ -81,6 +71,10 @@ def invalid_input(error: ValidationError, what: str) -> InvalidInput:
             return InvalidInput(f"{what} must be a JSON object")
         return InvalidInput(message)
     field = str(first["loc"][0])
+    info = model.model_fields.get(field)
+    refusals = [m for m in info.metadata if isinstance(m, Refusal)] if info else []
+    if refusals and first["type"] != "value_error":  # a validator's own words stay
+        return InvalidInput(refusals[0].message, field=field)
     if field not in message:
         message = f"{field}: {message[:1].lower()}{message[1:]}"
     return InvalidInput(message, field=field)
