@@ -1,8 +1,9 @@
 """``GET /openapi.json``: the OpenAPI 3.1 document of the whole API; ``GET /``: its index.
 
-The document is a static file kept next to the code (``api/openapi.json``);
-``tests/api/test_openapi.py`` proves it matches the routes and that its
-examples validate, and schemathesis fuzzes the app against it. The index lists
+The document is a file kept next to the code (``api/openapi.json``), written by
+``make openapi`` from the url map and the models (``api.spec``);
+``tests/api/test_openapi.py`` proves it is what the generator makes, that it matches
+the routes and that its examples validate, and schemathesis fuzzes the app against it. The index lists
 the document's operations, so it cannot fall out of step with it either.
 """
 
