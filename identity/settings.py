@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -170,11 +169,13 @@ class Settings(BaseSettings):
         cls, environ: Mapping[str, str] | None = None, dotenv_path: str | None = ".env"
     ) -> Settings:
         """Read ``environ`` (the process environment when None) over the ``.env`` file."""
+        token = _ENVIRON.set(os.environ if environ is None else environ)
         try:
-            with _reading(environ):
-                return cls(_env_file=dotenv_path)  # type: ignore[call-arg]
+            return cls(_env_file=dotenv_path)  # type: ignore[call-arg]
         except ValidationError as error:
             raise SettingsError(_explain(error)) from None
+        finally:
+            _ENVIRON.reset(token)
 
     @classmethod
     def settings_customise_sources(
@@ -185,38 +186,23 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        if not _READING.get():  # built in code: its arguments and the defaults only
+        if _ENVIRON.get() is None:  # built in code: its arguments and the defaults only
             return (init_settings,)
         assert isinstance(dotenv_settings, DotEnvSettingsSource)
         return (init_settings, _Cleaned(_Environ(settings_cls)), _Cleaned(dotenv_settings))
 
 
-#: Set while ``Settings.from_env`` runs: (True, the mapping to read or None for os.environ).
-_READING: ContextVar[tuple[bool, Mapping[str, str] | None] | None] = ContextVar(
-    "settings_reading", default=None
-)
-
-
-@contextmanager
-def _reading(environ: Mapping[str, str] | None) -> Iterator[None]:
-    token = _READING.set((True, environ))
-    try:
-        yield
-    finally:
-        _READING.reset(token)
+#: The environment ``Settings.from_env`` reads, while it runs.
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("environ", default=None)
 
 
 class _Environ(EnvSettingsSource):
-    """The environment ``from_env`` was given (``os.environ`` when none)."""
-
     def _load_env_vars(self) -> Mapping[str, str | None]:
-        reading = _READING.get()
-        given = reading[1] if reading else None
-        return dict(os.environ if given is None else given)
+        return dict(_ENVIRON.get() or {})
 
 
 class _Cleaned(PydanticBaseSettingsSource):
-    """One source with blank values dropped (blank means unset) and values trimmed.
+    """One source, values trimmed, blank ones dropped (blank means unset).
 
     DATABASE_URI counts as DATABASE_URL within the source that holds it, so that the
     environment under either name wins over a ``.env`` file under the other.
@@ -230,18 +216,12 @@ class _Cleaned(PydanticBaseSettingsSource):
         raise NotImplementedError  # __call__ reads the whole source at once
 
     def __call__(self) -> dict[str, Any]:
-        raw = self.source.env_vars
-        values = {
-            k: v.strip() if isinstance(v, str) else v
-            for k, v in self.source().items()
-            if k != "database_url"
-        }
-        values = {k: v for k, v in values.items() if v != ""}
-        for name in ("DATABASE_URL", "DATABASE_URI"):
-            url = (raw.get(name) or "").strip()
-            if url:
-                values["database_url"] = url
-                break
+        names = ("DATABASE_URL", "DATABASE_URI")
+        values = {k: v.strip() if isinstance(v, str) else v for k, v in self.source().items()}
+        values = {k: v for k, v in values.items() if v != "" and k not in names}
+        urls = [(self.source.env_vars.get(n) or "").strip() for n in names]
+        if any(urls):
+            values["DATABASE_URL"] = next(url for url in urls if url)
         return values
 
 
