@@ -64,7 +64,40 @@ def parse_erasure(body: ErasureRequest, region: str | None) -> ErasureRequest_:
         409: "expectedPrimaryContactId no longer matches the person.",
         422: "suppress without SUPPRESSION_HASH_KEY, or a person too large to erase whole.",
     },
-    examples={"request": {"email": "biffsucks@hillvalley.edu", "dryRun": True}},
+    examples={
+        200: {
+            "erased": {"contacts": 1, "links": 1, "events": 0},
+            "persons": [
+                {
+                    "primaryContactId": 1,
+                    "emails": ["a@shop.test"],
+                    "phoneNumbers": [],
+                    "secondaryContactIds": [],
+                },
+                {
+                    "primaryContactId": 2,
+                    "emails": ["b@shop.test"],
+                    "phoneNumbers": ["5550002"],
+                    "secondaryContactIds": [],
+                },
+            ],
+            "dryRun": False,
+        },
+        400: {
+            "error": "give exactly one of email, phoneNumber or personId (got email, phoneNumber)",
+            "field": "phoneNumber",
+        },
+        404: {"error": "no live contact has the id 42"},
+        409: {
+            "error": "the person of contact 7 is now under primary 3, not 7:"
+            " look again before erasing"
+        },
+        422: {
+            "error": "suppress needs SUPPRESSION_HASH_KEY: set it (a long random secret, kept"
+            " outside the database) to keep suppressed values' hashes"
+        },
+        "request": {"email": "biffsucks@hillvalley.edu", "dryRun": True},
+    },
 )
 def erasures() -> ResponseReturnValue:
     settings = current_app.extensions["identity.settings"]

@@ -64,12 +64,28 @@ def _invalid_events(error: InvalidEvents) -> ResponseReturnValue:
     },
     body_limit="EVENTS_MAX_BODY_BYTES",
     examples={
-        "request": [{"eventId": "order-1001", "email": "lorraine@hillvalley.edu",
-                     "phoneNumber": "123456", "occurredAt": "2024-05-01T12:00:00Z",
-                     "source": "checkout"}],
+        400: {
+            "error": "1 of 2 event(s) are invalid; none was accepted",
+            "errors": [
+                {
+                    "index": 1,
+                    "error": "email must look like an address: a local part, one @, a domain",
+                    "field": "email",
+                }
+            ],
+        },
+        "request": [
+            {
+                "eventId": "order-1001",
+                "email": "lorraine@hillvalley.edu",
+                "phoneNumber": "123456",
+                "occurredAt": "2024-05-01T12:00:00Z",
+                "source": "checkout",
+            }
+        ],
         202: {"accepted": 1, "status": "queued", "eventIds": ["order-1001"]},
     },
-)  # fmt: skip
+)
 def post_events() -> ResponseReturnValue:
     settings = _settings()
     request.max_content_length = settings.events_max_body_bytes  # batches outgrow /identify's
@@ -120,6 +136,18 @@ def queue_depths(settings: Settings) -> list[dict[str, object]]:
 @bp.get("/queues")
 @operation(
     id="queues",
+    examples={
+        200: {
+            "mode": "queued",
+            "partitions": 2,
+            "queues": [
+                {"partition": 0, "queue": "identity.p0", "depth": 0},
+                {"partition": 1, "queue": "identity.p1", "depth": 3},
+            ],
+            "inboxPending": 3,
+            "deadLetters": 0,
+        }
+    },
     summary="Queue depth per partition, inbox backlog and dead-letter count",
     ok=schemas.Queues,
     ok_description="Depths read from Redis and PostgreSQL now.",
@@ -143,6 +171,20 @@ def queues() -> ResponseReturnValue:
 @bp.get("/dead-letters")
 @operation(
     id="deadLetters",
+    examples={
+        200: {
+            "total": 1,
+            "deadLetters": [
+                {
+                    "eventId": "order-7",
+                    "payload": {"eventId": "order-7", "email": "x@y.z"},
+                    "error": "invalid event: provide email or phoneNumber",
+                    "attempts": 1,
+                    "failedAt": "2024-05-01T12:00:00+00:00",
+                }
+            ],
+        }
+    },
     summary="The oldest dead letters with their errors (they hold personal data: keep API_KEYS"
     " set)",
     ok=schemas.DeadLetters,

@@ -37,6 +37,23 @@ def _engine() -> Any:
 @bp.get("/guards")
 @operation(
     id="listGuards",
+    examples={
+        200: {
+            "blocked": {"email": [".+@example\\.(com|org|net)"], "phoneNumber": ["(\\d)\\1{6,}"]},
+            "generic": [
+                {
+                    "id": 1,
+                    "field": "phoneNumber",
+                    "value": "+14155550100",
+                    "partners": 21,
+                    "markedAt": "2026-11-30T10:00:00+00:00",
+                }
+            ],
+            "suppressed": 0,
+            "genericThreshold": 20,
+            "note": "A generic mark is not retroactive.",
+        }
+    },
     summary="Blocked patterns, generic values, and the count of suppressed hashes",
     ok=schemas.Guards,
     ok_description="The guards in force.",
@@ -62,6 +79,20 @@ def list_guards() -> ResponseReturnValue:
 @bp.post("/guards/generic")
 @operation(
     id="markGeneric",
+    examples={
+        "request": {"phoneNumber": "+14155550100"},
+        201: {
+            "guard": {
+                "id": 1,
+                "field": "phoneNumber",
+                "value": "+14155550100",
+                "partners": 21,
+                "markedAt": "2026-11-30T10:00:00+00:00",
+            }
+        },
+        400: {"error": "give exactly one of email or phoneNumber"},
+        409: {"error": "that phoneNumber is generic already", "field": "phoneNumber"},
+    },
     summary="Mark a value generic by hand (admin)",
     body=GuardMark,
     status=201,
@@ -106,6 +137,7 @@ def mark_generic() -> ResponseReturnValue:
 @bp.delete("/guards/generic/<int:guard_id>")
 @operation(
     id="clearGeneric",
+    examples={404: {"error": "no generic value has the guard id 9"}},
     summary="Clear a generic mark (admin): the value may gain GENERIC_THRESHOLD more partners",
     status=204,
     ok=None,

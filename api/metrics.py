@@ -169,6 +169,7 @@ class _DefaultRegistryView(Collector):
 @bp.get("/metrics")
 @operation(
     id="metrics",
+    examples={200: "# TYPE identity_merges_total counter\nidentity_merges_total 3.0\n"},
     summary="Prometheus metrics (never needs a key; aggregate counters only, no personal data)",
     ok=None,
     ok_description="Prometheus text exposition format.",

@@ -3,8 +3,8 @@
 The document is a file kept next to the code (``api/openapi.json``), written by
 ``make openapi`` from the url map and the models (``api.spec``);
 ``tests/api/test_openapi.py`` proves it is what the generator makes, that it matches
-the routes and that its examples validate, and schemathesis fuzzes the app against it. The index lists
-the document's operations, so it cannot fall out of step with it either.
+the routes and that its examples validate, and schemathesis fuzzes the app against it.
+The index lists the document's operations, so it cannot fall out of step with it either.
 """
 
 from __future__ import annotations
@@ -55,6 +55,27 @@ EXPLORER_PATH = "/ui/"
 @bp.get("/", endpoint="index")
 @operation(
     id="index",
+    examples={
+        200: {
+            "service": "identity-reconciliation",
+            "version": "0.1.0",
+            "description": "Links every contact that shares an email or a phone into one person"
+            " under its oldest contact.",
+            "links": {
+                "openapi": "/openapi.json",
+                "health": "/healthz",
+                "metrics": "/metrics",
+                "explorer": "/ui/",
+            },
+            "endpoints": [
+                {
+                    "method": "POST",
+                    "path": "/identify",
+                    "summary": "Reconcile one email/phone pair and answer with its whole cluster",
+                }
+            ],
+        }
+    },
     summary="What this service is, where its document, health, metrics and explorer are, and"
     " its operations (never needs a key)",
     ok=schemas.Index,

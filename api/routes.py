@@ -109,6 +109,14 @@ LORRAINE = {
         " suppressed): nothing was written.",
     },
     examples={
+        400: {
+            "error": "email must look like an address: a local part, one @, a domain",
+            "field": "email",
+        },
+        422: {
+            "error": "every value of the request is ignored (blocked phoneNumber)",
+            "field": "phoneNumber",
+        },
         "request": {"email": "mcfly@hillvalley.edu", "phoneNumber": "123456"},
         200: {"contact": LORRAINE},
     },

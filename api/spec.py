@@ -128,6 +128,13 @@ def _error(
     return {"description": description, "content": _json(_ref(model or schemas.Error), example)}
 
 
+def _example(response: dict[str, Any], example: Any) -> None:
+    """Put the operation's own example of a status in place of the common one."""
+    if example is not None:
+        for content in response.get("content", {}).values():
+            content["examples"] = {"example": {"value": example}}
+
+
 def openapi_path(rule: str) -> str:
     """Flask's ``/persons/<int:contact_id>`` is OpenAPI's ``/persons/{contact_id}``."""
     return re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule)
@@ -193,9 +200,10 @@ def _operation(op: Operation, endpoint: str, methods: list[str], converters: Any
         responses[415] = _error(*COMMON[415])
     if op.unavailable:
         responses[503] = _error(*COMMON[503])
-    for status, headers in HEADERS.items():
-        if status in responses:
-            responses[status]["headers"] = headers
+    for status, response in responses.items():
+        _example(response, op.examples.get(status))
+        if status in HEADERS:
+            response["headers"] = HEADERS[status]
     out["responses"] = {str(s): responses[s] for s in sorted(responses)}
     return out
 
