@@ -62,7 +62,7 @@ class Operation:
     unavailable: bool = True  # may answer 503 (it reaches the database or the broker)
     media: str = "application/json"
     ok_schema: Mapping[str, Any] | None = None  # for an answer that is not a model
-    examples: Mapping[str, Any] = field(default_factory=dict)  # "request" or a status
+    examples: Mapping[str | int, Any] = field(default_factory=dict)  # "request" or a status
 
 
 def operation(**spec: Any) -> Callable[[View], View]:
