@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install migrate run serve dev test lint typecheck bench screenshot clean
+.PHONY: install migrate run serve dev test lint typecheck openapi bench screenshot clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ bench: install
 	bin/ensure-services postgres redis
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench.run
+
+## openapi: write api/openapi.json, generated from the url map and api/schemas.py
+openapi: install
+	$(BIN)/python -m api.spec
 
 lint: install
 	$(BIN)/ruff check .

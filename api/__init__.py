@@ -33,7 +33,19 @@ def create_app(settings: Settings | None = None) -> Flask:
             settings.safe_database_url,
         )
 
-    from api import auth, erasures, errors, events, graph, guards, metrics, openapi, routes, ui
+    from api import (
+        auth,
+        erasures,
+        errors,
+        events,
+        graph,
+        guards,
+        metrics,
+        openapi,
+        routes,
+        spec,
+        ui,
+    )
 
     observability.register(app)  # first: every later hook and log line has the request id
     auth.register(app, settings)
@@ -46,6 +58,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(erasures.bp)
     app.register_blueprint(guards.bp)
     app.register_blueprint(ui.bp)
+    spec.check_answers(app)
     return app
 
 

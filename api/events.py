@@ -17,7 +17,9 @@ from kombu.exceptions import ChannelError
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
+from api import schemas
 from api.routes import BadRequestBody, read_json_body
+from api.spec import operation
 from identity.errors import Unavailable
 from identity.events import services as event_services
 from identity.events.messages import InvalidEvents, parse_events, queue_name
@@ -44,6 +46,46 @@ def _invalid_events(error: InvalidEvents) -> ResponseReturnValue:
 
 
 @bp.post("/events")
+@operation(
+    id="publishEvents",
+    summary="Publish one identity event or an array of up to EVENTS_MAX_BATCH",
+    body=schemas.EventsRequest,
+    status=202,
+    ok=schemas.EventsAccepted,
+    ok_description="Durably accepted: committed to the inbox (queued) or applied (embedded"
+    " default). An accepted event is never lost.",
+    errors={
+        400: (
+            "The body is not an event or an array of events, the batch is empty or over"
+            " EVENTS_MAX_BATCH, or an item is invalid; `errors` lists every bad item by index."
+            " Nothing of the batch is accepted.",
+            schemas.EventErrors,
+        )
+    },
+    body_limit="EVENTS_MAX_BODY_BYTES",
+    examples={
+        400: {
+            "error": "1 of 2 event(s) are invalid; none was accepted",
+            "errors": [
+                {
+                    "index": 1,
+                    "error": "email must look like an address: a local part, one @, a domain",
+                    "field": "email",
+                }
+            ],
+        },
+        "request": [
+            {
+                "eventId": "order-1001",
+                "email": "lorraine@hillvalley.edu",
+                "phoneNumber": "123456",
+                "occurredAt": "2024-05-01T12:00:00Z",
+                "source": "checkout",
+            }
+        ],
+        202: {"accepted": 1, "status": "queued", "eventIds": ["order-1001"]},
+    },
+)
 def post_events() -> ResponseReturnValue:
     settings = _settings()
     request.max_content_length = settings.events_max_body_bytes  # batches outgrow /identify's
@@ -92,6 +134,24 @@ def queue_depths(settings: Settings) -> list[dict[str, object]]:
 
 
 @bp.get("/queues")
+@operation(
+    id="queues",
+    examples={
+        200: {
+            "mode": "queued",
+            "partitions": 2,
+            "queues": [
+                {"partition": 0, "queue": "identity.p0", "depth": 0},
+                {"partition": 1, "queue": "identity.p1", "depth": 3},
+            ],
+            "inboxPending": 3,
+            "deadLetters": 0,
+        }
+    },
+    summary="Queue depth per partition, inbox backlog and dead-letter count",
+    ok=schemas.Queues,
+    ok_description="Depths read from Redis and PostgreSQL now.",
+)
 def queues() -> ResponseReturnValue:
     """Per-partition queue depth (Flower does not show it), inbox backlog, dead letters."""
     settings = _settings()
@@ -109,6 +169,27 @@ def queues() -> ResponseReturnValue:
 
 
 @bp.get("/dead-letters")
+@operation(
+    id="deadLetters",
+    examples={
+        200: {
+            "total": 1,
+            "deadLetters": [
+                {
+                    "eventId": "order-7",
+                    "payload": {"eventId": "order-7", "email": "x@y.z"},
+                    "error": "invalid event: provide email or phoneNumber",
+                    "attempts": 1,
+                    "failedAt": "2024-05-01T12:00:00+00:00",
+                }
+            ],
+        }
+    },
+    summary="The oldest dead letters with their errors (they hold personal data: keep API_KEYS"
+    " set)",
+    ok=schemas.DeadLetters,
+    ok_description="Up to 100 dead letters, oldest first, and the total.",
+)
 def dead_letters() -> ResponseReturnValue:
     """The oldest dead letters with their errors; replay with `python -m worker.deadletters`."""
     with _engine().connect() as conn:

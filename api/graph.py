@@ -13,9 +13,11 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from api import schemas
 from api.auth import role
 from api.errors import error_response
-from api.routes import BadRequestBody, read_identifiers
+from api.routes import IDENTIFIERS_400, BadRequestBody, read_identifiers
+from api.spec import PERSON_ID, QUERY_400, operation
 from identity.feed import changes as feed
 from identity.graph import reads
 from identity.storage.db import run_in_transaction, run_snapshot
@@ -23,6 +25,7 @@ from identity.storage.db import run_in_transaction, run_snapshot
 bp = Blueprint("graph", __name__)
 
 MAX_CHANGES_PER_PAGE = 1000
+MAX_SEQ = 2**63 - 1
 
 
 def _engine() -> Any:
@@ -65,6 +68,31 @@ def _only_args(*allowed: str) -> None:
 
 
 @bp.post("/lookup")
+@operation(
+    id="lookup",
+    examples={
+        "request": {"phoneNumber": "717171"},
+        200: {
+            "persons": [
+                {
+                    "primaryContactId": 1,
+                    "emails": ["george@hillvalley.edu", "biffsucks@hillvalley.edu"],
+                    "phoneNumbers": ["919191", "717171"],
+                    "secondaryContactIds": [2],
+                }
+            ]
+        },
+        400: {
+            "error": "email must look like an address: a local part, one @, a domain",
+            "field": "email",
+        },
+    },
+    summary="Find the persons holding an email or a phone, writing nothing",
+    body=schemas.IdentifyRequest,
+    ok=schemas.LookupResponse,
+    ok_description="Every person holding the email or the phone; `[]` when none.",
+    errors={400: IDENTIFIERS_400},
+)
 def lookup() -> ResponseReturnValue:
     identifiers = read_identifiers()
     views = run_snapshot(_engine(), lambda conn: reads.lookup(conn, identifiers))
@@ -72,6 +100,26 @@ def lookup() -> ResponseReturnValue:
 
 
 @bp.get("/persons/<int:contact_id>")
+@operation(
+    id="getPerson",
+    examples={
+        200: {
+            "contact": {
+                "primaryContactId": 1,
+                "emails": ["george@hillvalley.edu", "biffsucks@hillvalley.edu"],
+                "phoneNumbers": ["919191", "717171"],
+                "secondaryContactIds": [2],
+            }
+        },
+        400: {"error": "a must be an integer"},
+        404: {"error": "no live contact has the id 42"},
+    },
+    summary="The person of any of its contacts",
+    ok=schemas.IdentifyResponse,
+    ok_description="The person, as /identify answers it.",
+    errors={400: QUERY_400, 404: "No live contact has that id."},
+    path={"contact_id": PERSON_ID},
+)
 def person(contact_id: int) -> ResponseReturnValue:
     _only_args()
     if contact_id > MAX_ID:
@@ -83,6 +131,64 @@ def person(contact_id: int) -> ResponseReturnValue:
 
 
 @bp.get("/persons/<int:contact_id>/graph")
+@operation(
+    id="getPersonGraph",
+    examples={
+        200: {
+            "primaryContactId": 1,
+            "contacts": [
+                {
+                    "id": 1,
+                    "email": "george@hillvalley.edu",
+                    "phoneNumber": "919191",
+                    "linkPrecedence": "primary",
+                    "linkedId": None,
+                    "createdAt": "2026-11-30T10:00:00+00:00",
+                },
+                {
+                    "id": 2,
+                    "email": "biffsucks@hillvalley.edu",
+                    "phoneNumber": "717171",
+                    "linkPrecedence": "secondary",
+                    "linkedId": 1,
+                    "createdAt": "2026-11-30T10:01:00+00:00",
+                },
+            ],
+            "links": [
+                {
+                    "email": "george@hillvalley.edu",
+                    "phoneNumber": "717171",
+                    "createdAt": "2026-11-30T10:02:00+00:00",
+                    "cause": "3f1c9a",
+                }
+            ],
+            "edges": [
+                {
+                    "a": 1,
+                    "b": 2,
+                    "via": "link",
+                    "link": {
+                        "email": "george@hillvalley.edu",
+                        "phoneNumber": "717171",
+                        "createdAt": "2026-11-30T10:02:00+00:00",
+                        "cause": "3f1c9a",
+                    },
+                }
+            ],
+            "truncated": False,
+            "totalContacts": 2,
+            "limit": 200,
+        },
+        400: {"error": "a must be an integer"},
+        404: {"error": "no live contact has the id 42"},
+    },
+    summary="How the person holds together: contacts, links and edges",
+    ok=schemas.PersonGraph,
+    ok_description="Bounded: past GRAPH_LIMIT contacts, the nearest to the primary, and"
+    " `truncated`.",
+    errors={400: QUERY_400, 404: "No live contact has that id."},
+    path={"contact_id": PERSON_ID},
+)
 def person_graph(contact_id: int) -> ResponseReturnValue:
     _only_args()
     if contact_id > MAX_ID:
@@ -95,6 +201,47 @@ def person_graph(contact_id: int) -> ResponseReturnValue:
 
 
 @bp.get("/persons/<int:contact_id>/why")
+@operation(
+    id="whyLinked",
+    examples={
+        200: {
+            "primaryContactId": 1,
+            "contactIds": [1, 2],
+            "edges": [
+                {
+                    "a": 1,
+                    "b": 2,
+                    "via": "link",
+                    "link": {
+                        "email": "george@hillvalley.edu",
+                        "phoneNumber": "717171",
+                        "createdAt": "2026-11-30T10:02:00+00:00",
+                        "cause": "3f1c9a",
+                    },
+                }
+            ],
+        },
+        400: {"error": "a must be an integer"},
+        404: {"error": "contacts 1 and 9 are not both live contacts of the person of 1"},
+        422: {
+            "error": "the person has 60000 contacts, more than 50000: erase the value that glued"
+            " it first"
+        },
+    },
+    summary="Why two contacts are one person: the shortest chain of edges",
+    ok=schemas.WhyPath,
+    ok_description="The chain from a to b.",
+    errors={
+        400: QUERY_400,
+        404: "a or b is not a live contact of this person.",
+        422: "The person is too large to explain in one answer.",
+    },
+    path={"contact_id": PERSON_ID},
+    query={
+        "a": {"required": True, "type": "integer", "minimum": 0, "maximum": MAX_ID},
+        "b": {"required": True, "type": "integer", "minimum": 0, "maximum": MAX_ID},
+    },
+)
 def why(contact_id: int) -> ResponseReturnValue:
     _only_args("a", "b")
     a = _int_arg("a", None, 0, MAX_ID)
@@ -113,6 +260,35 @@ def why(contact_id: int) -> ResponseReturnValue:
 
 
 @bp.get("/persons/<int:contact_id>/history")
+@operation(
+    id="getPersonHistory",
+    examples={
+        200: {
+            "primaryContactId": 1,
+            "changes": [
+                {
+                    "seq": 3,
+                    "kind": "person.merged",
+                    "at": "2026-11-30T10:02:00+00:00",
+                    "cause": "3f1c9a",
+                    "payload": {
+                        "primaryContactId": 1,
+                        "absorbedPrimaryIds": [2],
+                        "movedContactIds": [2],
+                    },
+                }
+            ],
+            "truncated": False,
+        },
+        400: {"error": "a must be an integer"},
+        404: {"error": "no live contact has the id 42"},
+    },
+    summary="The changes that built this person, oldest first",
+    ok=schemas.History,
+    ok_description="At most HISTORY_LIMIT changes.",
+    errors={400: QUERY_400, 404: "No live contact has that id."},
+    path={"contact_id": PERSON_ID},
+)
 def history(contact_id: int) -> ResponseReturnValue:
     _only_args()
     if contact_id > MAX_ID:
@@ -132,9 +308,57 @@ def history(contact_id: int) -> ResponseReturnValue:
 
 
 @bp.get("/changes")
+@operation(
+    id="listChanges",
+    examples={
+        200: {
+            "changes": [
+                {
+                    "seq": 3,
+                    "kind": "person.merged",
+                    "at": "2026-11-30T10:02:00+00:00",
+                    "cause": "3f1c9a",
+                    "payload": {
+                        "primaryContactId": 1,
+                        "absorbedPrimaryIds": [2],
+                        "movedContactIds": [2],
+                    },
+                }
+            ],
+            "next": 3,
+        },
+        400: {"error": "a must be an integer"},
+        410: {
+            "error": "changes after this seq were pruned; the oldest kept is 1200",
+            "oldestSeq": 1200,
+        },
+    },
+    summary="The change feed: changes with seq > after, in seq order",
+    ok=schemas.ChangePage,
+    ok_description="A page of changes; a follower that passes `next` back as `after` never"
+    " misses a change.",
+    errors={
+        400: QUERY_400,
+        410: (
+            "`after` is below what retention kept (CHANGES_RETENTION_DAYS): start over from a"
+            " full read.",
+            schemas.FeedGone,
+        ),
+    },
+    query={
+        "after": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": MAX_SEQ,
+            "default": 0,
+            "description": "The last seq already seen.",
+        },
+        "limit": {"type": "integer", "minimum": 1, "maximum": MAX_CHANGES_PER_PAGE, "default": 100},
+    },
+)
 def changes() -> ResponseReturnValue:
     _only_args("after", "limit")
-    after = _int_arg("after", 0, 0, 2**63 - 1)
+    after = _int_arg("after", 0, 0, MAX_SEQ)
     limit = _int_arg("limit", 100, 1, MAX_CHANGES_PER_PAGE)
     engine = _engine()
     if run_snapshot(engine, feed.has_pending):
@@ -164,6 +388,15 @@ def _prune_now_and_then(engine: Any) -> None:
 
 
 @bp.get("/whoami")
+@operation(
+    id="whoAmI",
+    examples={200: {"role": "read"}},
+    summary="What the caller's key may do",
+    ok=schemas.WhoAmI,
+    ok_description="open: no keys configured (development); read: an API_KEYS key; admin: an"
+    " ADMIN_API_KEYS key.",
+    unavailable=False,
+)
 def whoami() -> ResponseReturnValue:
     """What the caller's key may do: ``open`` (no keys configured), ``read`` or ``admin``."""
     return jsonify({"role": role()})

@@ -34,6 +34,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy.engine import Engine
 
 from api.observability import route_label
+from api.spec import operation
 from identity import observe
 from identity.errors import Unavailable
 from identity.events import services as event_services
@@ -191,6 +192,16 @@ class _DefaultRegistryView(Collector):
 
 
 @bp.get("/metrics")
+@operation(
+    id="metrics",
+    examples={200: "# TYPE identity_merges_total counter\nidentity_merges_total 3.0\n"},
+    summary="Prometheus metrics (never needs a key; aggregate counters only, no personal data)",
+    ok=None,
+    ok_description="Prometheus text exposition format.",
+    media="text/plain",
+    ok_schema={"type": "string"},
+    unavailable=False,
+)
 def metrics() -> Response:
     return Response(generate_latest(_registry()), headers={"Content-Type": CONTENT_TYPE_LATEST})
 

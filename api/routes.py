@@ -10,16 +10,18 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import text
 from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
+from api import schemas
 from api.observability import request_id
+from api.schemas import IdentifyRequest
+from api.spec import operation
 from identity.errors import InvalidInput, Unavailable
 from identity.graph import services
 from identity.guards.policy import AllIgnored
 from identity.normalize import Identifiers, normalize_identifiers
 from identity.storage.db import run_in_transaction, run_read_only
+from identity.validation import Model, check
 
 bp = Blueprint("identity", __name__)
-
-IDENTIFY_FIELDS = frozenset({"email", "phoneNumber"})
 
 
 class BadRequestBody(InvalidInput):
@@ -69,26 +71,56 @@ def _settings() -> Any:
     return current_app.extensions["identity.settings"]
 
 
-def read_object(allowed: frozenset[str]) -> dict[str, Any]:
-    """The request's JSON object, with no field outside ``allowed``."""
-    body = read_json_body()
-    if not isinstance(body, dict):
-        raise BadRequestBody("request body must be a JSON object")
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise BadRequestBody(f"unknown field(s): {', '.join(unknown)}", field=unknown[0])
-    return body
+def read_body(model: type[Model]) -> Model:
+    """The request's JSON (strictly parsed) as ``model``: one place validates every body."""
+    return check(model, read_json_body())
 
 
 def read_identifiers() -> Identifiers:
     """The body of /identify and /lookup: an email and/or a phone, normalized."""
-    body = read_object(IDENTIFY_FIELDS)
-    return normalize_identifiers(
-        body.get("email"), body.get("phoneNumber"), _settings().default_phone_region
-    )
+    body = read_body(IdentifyRequest)
+    return normalize_identifiers(body.email, body.phoneNumber, _settings().default_phone_region)
+
+
+#: The 400 of /identify and /lookup.
+IDENTIFIERS_400 = (
+    "Not a JSON object, a wrong type, an unknown field, an identifier that does not normalize,"
+    " or neither identifier present. `field` names the offending field when there is one."
+)
+LORRAINE = {
+    "primaryContactId": 1,
+    "emails": ["lorraine@hillvalley.edu", "mcfly@hillvalley.edu"],
+    "phoneNumbers": ["123456"],
+    "secondaryContactIds": [23],
+}
 
 
 @bp.post("/identify")
+@operation(
+    id="identify",
+    summary="Reconcile one email/phone pair and answer with its whole cluster",
+    body=IdentifyRequest,
+    ok=schemas.IdentifyResponse,
+    ok_description="The cluster holding the request's identifiers, after this request's own"
+    " change.",
+    errors={
+        400: IDENTIFIERS_400,
+        422: "Every value of the request is ignored by a guard (blocked, generic or"
+        " suppressed): nothing was written.",
+    },
+    examples={
+        400: {
+            "error": "email must look like an address: a local part, one @, a domain",
+            "field": "email",
+        },
+        422: {
+            "error": "every value of the request is ignored (blocked phoneNumber)",
+            "field": "phoneNumber",
+        },
+        "request": {"email": "mcfly@hillvalley.edu", "phoneNumber": "123456"},
+        200: {"contact": LORRAINE},
+    },
+)
 def identify() -> ResponseReturnValue:
     identifiers = read_identifiers()
     settings = _settings()
@@ -114,6 +146,13 @@ def identify() -> ResponseReturnValue:
 
 
 @bp.get("/healthz")
+@operation(
+    id="healthz",
+    summary="Liveness and database reachability (never needs a key)",
+    ok=schemas.Health,
+    ok_description="Serving, and the database answers.",
+    examples={200: {"status": "ok", "database": "postgresql"}},
+)
 def healthz() -> ResponseReturnValue:
     """Liveness and database reachability; never needs auth."""
     try:

@@ -10,15 +10,24 @@ from __future__ import annotations
 
 import uuid
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictStr,
+    ValidationInfo,
+)
 
 from identity.errors import InvalidInput
 from identity.normalize import Identifiers, normalize_identifiers
+from identity.validation import Body, EmailInput, PhoneInput, Refusal, check
 
-EVENT_FIELDS = frozenset({"eventId", "email", "phoneNumber", "occurredAt", "source"})
 MAX_EVENT_ID_LENGTH = 200
 MAX_SOURCE_LENGTH = 200
 #: Queue names are ``<prefix><partition>``: identity.p0, identity.p1, ...
@@ -84,51 +93,75 @@ class InvalidEvents(InvalidInput):
         self.errors = tuple(errors)
 
 
-def _event_id(value: object) -> str:
+def _event_id(value: str | None) -> str | None:
     if value is None:
-        return str(uuid.uuid4())
-    if not isinstance(value, str):
-        raise InvalidInput("eventId must be a string or absent", field="eventId")
+        return None
     event_id = value.strip()
     if not event_id:
-        raise InvalidInput("eventId must not be empty", field="eventId")
+        raise ValueError("eventId must not be empty")
     if len(event_id) > MAX_EVENT_ID_LENGTH:
-        raise InvalidInput(
-            f"eventId is longer than {MAX_EVENT_ID_LENGTH} characters", field="eventId"
-        )
+        raise ValueError(f"eventId is longer than {MAX_EVENT_ID_LENGTH} characters")
     if not event_id.isprintable():
-        raise InvalidInput("eventId must hold printable characters only", field="eventId")
+        raise ValueError("eventId must hold printable characters only")
     return event_id
 
 
-def _occurred_at(value: object) -> datetime | None:
-    if value is None:
-        return None
+def _moment(value: object, info: ValidationInfo) -> object:
+    """An ISO-8601 string with a timezone, as a datetime (a number is not a moment)."""
+    if value is None or isinstance(value, datetime):
+        return value
+    name = info.field_name
     if not isinstance(value, str):
-        raise InvalidInput("occurredAt must be an ISO-8601 string or absent", field="occurredAt")
+        raise ValueError(f"{name} must be an ISO-8601 string or absent")
     try:
         moment = datetime.fromisoformat(value.strip())
     except ValueError:
-        raise InvalidInput(
-            "occurredAt must be an ISO-8601 timestamp, e.g. 2024-05-01T12:00:00Z",
-            field="occurredAt",
+        raise ValueError(
+            f"{name} must be an ISO-8601 timestamp, e.g. 2024-05-01T12:00:00Z"
         ) from None
     if moment.tzinfo is None:
-        raise InvalidInput(
-            "occurredAt must carry a timezone (Z or an offset such as +02:00)", field="occurredAt"
-        )
+        raise ValueError(f"{name} must carry a timezone (Z or an offset such as +02:00)")
     return moment
 
 
-def _source(value: object) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise InvalidInput("source must be a string or absent", field="source")
-    source = value.strip()
+def _source(value: str | None) -> str | None:
+    source = (value or "").strip()
     if len(source) > MAX_SOURCE_LENGTH:
-        raise InvalidInput(f"source is longer than {MAX_SOURCE_LENGTH} characters", field="source")
+        raise ValueError(f"source is longer than {MAX_SOURCE_LENGTH} characters")
     return source or None
+
+
+Moment = Annotated[datetime | None, BeforeValidator(_moment)]
+
+
+class EventBody(Body):
+    """One identity event; validated and normalized like /identify (at least one of email
+    and phoneNumber)."""
+
+    model_config = ConfigDict(title="Event")
+
+    eventId: Annotated[
+        StrictStr | None,
+        Refusal("eventId must be a string or absent"),
+        AfterValidator(_event_id),
+        Field(description="Idempotency key (1-200 printable characters); assigned (uuid4) "
+              "when absent. An event with a known eventId has no second effect."),
+    ] = None  # fmt: skip
+    email: EmailInput = None
+    phoneNumber: PhoneInput = None
+    occurredAt: Annotated[Moment, Field(description="ISO-8601 timestamp with a timezone.")] = None
+    source: Annotated[
+        StrictStr | None,
+        Refusal("source must be a string or absent"),
+        AfterValidator(_source),
+        Field(description="Free text up to 200 characters, e.g. the producing system."),
+    ] = None
+
+
+class QueuedEvent(EventBody):
+    """An event as this service writes it to a queue: it may carry ``acceptedAt``."""
+
+    acceptedAt: Moment = None
 
 
 def parse_event(
@@ -139,20 +172,13 @@ def parse_event(
     ``internal``: a queue message written by this service, which may carry ``acceptedAt``
     (producers may not set it).
     """
-    if not isinstance(item, Mapping):
-        raise InvalidInput("an event must be a JSON object")
-    allowed = EVENT_FIELDS | {"acceptedAt"} if internal else EVENT_FIELDS
-    unknown = sorted(str(k) for k in set(item) - allowed)
-    if unknown:
-        raise InvalidInput(f"unknown field(s): {', '.join(unknown)}", field=unknown[0])
+    body = check(QueuedEvent if internal else EventBody, item, what="an event")
     return Event(
-        event_id=_event_id(item.get("eventId")),
-        identifiers=normalize_identifiers(
-            item.get("email"), item.get("phoneNumber"), default_region
-        ),
-        occurred_at=_occurred_at(item.get("occurredAt")),
-        source=_source(item.get("source")),
-        accepted_at=_occurred_at(item.get("acceptedAt")) if internal else None,
+        event_id=body.eventId or str(uuid.uuid4()),
+        identifiers=normalize_identifiers(body.email, body.phoneNumber, default_region),
+        occurred_at=body.occurredAt,
+        source=body.source,
+        accepted_at=body.acceptedAt if isinstance(body, QueuedEvent) else None,
     )
 
 

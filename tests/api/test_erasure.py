@@ -216,9 +216,9 @@ def test_suppress_needs_the_hash_key(client: FlaskClient, engine: Engine) -> Non
 
 @pytest.fixture
 def keyed_app(settings: Settings, engine: Engine) -> Iterator[Flask]:
-    from dataclasses import replace
-
-    keys = replace(settings, api_keys=Secret("read-key"), admin_api_keys=Secret("admin-key"))
+    keys = settings.model_copy(
+        update={"api_keys": Secret("read-key"), "admin_api_keys": Secret("admin-key")}
+    )
     with opened_app(keys) as app:
         yield app
 
@@ -246,9 +246,7 @@ def test_erasure_needs_an_admin_key(keyed_app: Flask, engine: Engine) -> None:
 def test_only_read_keys_configured_means_no_one_may_erase(
     settings: Settings, engine: Engine
 ) -> None:
-    from dataclasses import replace
-
-    with opened_app(replace(settings, api_keys=Secret("read-key"))) as app:
+    with opened_app(settings.model_copy(update={"api_keys": Secret("read-key")})) as app:
         client = app.test_client()
         read = {"Authorization": "Bearer read-key"}
         post(client, "/erasures", {"email": "a@shop.test"}, 403, headers=read)

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import urllib.error
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from types import ModuleType
@@ -135,7 +134,9 @@ def test_the_consumer_reads_the_stream_and_fills_a_gap_over_http(
     example = load_example()
     redis_server = RedisServer(tmp_path)
     redis_server.start()
-    stream = ChangeStream(replace(settings, redis_url=Secret(redis_server.url)), engine)
+    stream = ChangeStream(
+        settings.model_copy(update={"redis_url": Secret(redis_server.url)}), engine
+    )
     try:
         for n in range(3):
             identify(server, f"s{n}@hillvalley.edu", f"55510{n}")

@@ -148,11 +148,10 @@ def test_graph_names_every_contact_and_edges_that_join_them(client: FlaskClient)
 
 
 def test_graph_is_cut_past_the_limit_nearest_first(settings: Any, engine: Engine) -> None:
-    from dataclasses import replace
 
     from tests.conftest import opened_app
 
-    with opened_app(replace(settings, graph_limit=3)) as app:
+    with opened_app(settings.model_copy(update={"graph_limit": 3})) as app:
         client = app.test_client()
         post(client, "/identify", {"email": "hub@x.io", "phoneNumber": "5550000"})
         for n in range(1, 6):  # a chain: each new contact shares a phone with the last

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -206,7 +205,7 @@ def test_soft_deleted_rows_take_part_in_nothing(client: FlaskClient, engine: Eng
 
 @pytest.fixture
 def us_client(settings: Settings, engine: Engine) -> Iterator[FlaskClient]:
-    app: Flask = create_app(dataclasses.replace(settings, default_phone_region="US"))
+    app: Flask = create_app(settings.model_copy(update={"default_phone_region": "US"}))
     yield app.test_client()
     app.extensions["identity.engine"].dispose()
 

@@ -13,7 +13,7 @@ feed against the table (replaying it gives every contact's primary), and I1-I6.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from flask.testing import FlaskClient
@@ -269,8 +269,8 @@ def run_sequence(
 def test_random_sequences_follow_the_model_and_keep_the_invariants(
     settings: Settings, engine: Engine, sequence: list[tuple[str, Any]]
 ) -> None:
-    configured = replace(
-        settings, generic_threshold=THRESHOLD, suppression_hash_key=Secret("property-key")
+    configured = settings.model_copy(
+        update={"generic_threshold": THRESHOLD, "suppression_hash_key": Secret("property-key")}
     )
     reset_contacts(engine)
     with opened_app(configured) as app:
