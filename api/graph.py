@@ -7,11 +7,13 @@ None of these writes the graph; ``GET /changes`` numbers committed changes first
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
+from sqlalchemy.engine import Connection
 
 from api import schemas
 from api.auth import role
@@ -21,6 +23,8 @@ from api.spec import PERSON_ID, QUERY_400, operation
 from identity.feed import changes as feed
 from identity.graph import reads
 from identity.storage.db import run_in_transaction, run_snapshot
+
+T = TypeVar("T")
 
 bp = Blueprint("graph", __name__)
 
@@ -42,6 +46,15 @@ MAX_ID = 2**31 - 1
 
 def _not_found(contact_id: int) -> ResponseReturnValue:
     return error_response(404, f"no live contact has the id {contact_id}")
+
+
+def _read_person(contact_id: int, read: Callable[[Connection], T | None]) -> T | None:
+    """A read about the person of ``contact_id`` on one snapshot; None (404) when no live
+    contact has that id (an id past 32 bits names none and never reaches the database)."""
+    _only_args()
+    if contact_id > MAX_ID:
+        return None
+    return run_snapshot(_engine(), read)
 
 
 def _int_arg(name: str, default: int | None, minimum: int, maximum: int) -> int:
@@ -121,10 +134,7 @@ def lookup() -> ResponseReturnValue:
     path={"contact_id": PERSON_ID},
 )
 def person(contact_id: int) -> ResponseReturnValue:
-    _only_args()
-    if contact_id > MAX_ID:
-        return _not_found(contact_id)
-    view = run_snapshot(_engine(), lambda conn: reads.person(conn, contact_id))
+    view = _read_person(contact_id, lambda conn: reads.person(conn, contact_id))
     if view is None:
         return _not_found(contact_id)
     return jsonify(view.to_json())
@@ -190,11 +200,8 @@ def person(contact_id: int) -> ResponseReturnValue:
     path={"contact_id": PERSON_ID},
 )
 def person_graph(contact_id: int) -> ResponseReturnValue:
-    _only_args()
-    if contact_id > MAX_ID:
-        return _not_found(contact_id)
     limit = _settings().graph_limit
-    graph = run_snapshot(_engine(), lambda conn: reads.person_graph(conn, contact_id, limit=limit))
+    graph = _read_person(contact_id, lambda conn: reads.person_graph(conn, contact_id, limit=limit))
     if graph is None:
         return _not_found(contact_id)
     return jsonify(graph.to_json())
@@ -290,11 +297,8 @@ def why(contact_id: int) -> ResponseReturnValue:
     path={"contact_id": PERSON_ID},
 )
 def history(contact_id: int) -> ResponseReturnValue:
-    _only_args()
-    if contact_id > MAX_ID:
-        return _not_found(contact_id)
     limit = _settings().history_limit
-    found = run_snapshot(_engine(), lambda conn: reads.history(conn, contact_id, limit=limit))
+    found = _read_person(contact_id, lambda conn: reads.history(conn, contact_id, limit=limit))
     if found is None:
         return _not_found(contact_id)
     root, changes = found
