@@ -26,6 +26,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from identity.events.messages import partition_for
 from identity.events.services import claim_stale, claim_unpublished, mark_published
+from identity.guards.policy import GuardPolicy
+from identity.guards.store import prune_erased
 from identity.settings import Settings
 from identity.storage.db import create_db_engine, run_in_transaction
 from identity.storage.locking import advisory_key
@@ -78,6 +80,7 @@ class Relay:
         self.engine = create_db_engine(settings, pool_size=2, max_overflow=0)
         self.publisher = Publisher(settings)
         self.changes = ChangeStream(settings, self.engine)
+        self.policy = GuardPolicy.from_settings(settings)
         self.stopping = False
         self._leader: Connection | None = None
 
@@ -114,6 +117,10 @@ class Relay:
                     next_prune = time.monotonic() + PRUNE_EVERY_S
                     if pruned := self.changes.prune():
                         log.info("relay: pruned %d change(s) past retention", pruned)
+                    if forgotten := run_in_transaction(
+                        self.engine, lambda conn: prune_erased(conn, self.policy)
+                    ):
+                        log.info("relay: forgot %d erased value hash(es) past retention", forgotten)
             except Exception as error:  # Redis or the database away: keep trying
                 log.warning("relay: %s: %s; retrying", type(error).__name__, error)
                 time.sleep(ERROR_SLEEP_S)
