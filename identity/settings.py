@@ -122,6 +122,9 @@ class Settings:
     events_max_batch: int = 1000  # events per POST /events
     events_max_body_bytes: int = 1024 * 1024  # body limit of POST /events
     events_redrive_after_s: int = 30  # republish inbox rows unapplied this long after publish
+    partition_lease_s: int = (
+        10  # an event partition's owner renews within this, or a standby takes over
+    )
     flower_port: int = 5555
     api_keys: Secret = field(default_factory=lambda: Secret(""))
     admin_api_keys: Secret = field(default_factory=lambda: Secret(""))
@@ -195,6 +198,7 @@ class Settings:
             events_max_batch=_int(env, "EVENTS_MAX_BATCH", 1000, minimum=1),
             events_max_body_bytes=_int(env, "EVENTS_MAX_BODY_BYTES", 1024 * 1024, minimum=256),
             events_redrive_after_s=_int(env, "EVENTS_REDRIVE_AFTER_S", 30, minimum=1),
+            partition_lease_s=_int(env, "PARTITION_LEASE_S", 10, minimum=1, maximum=3600),
             flower_port=_int(env, "FLOWER_PORT", 5555, minimum=1, maximum=65535),
             api_keys=Secret(env.get("API_KEYS", "").strip()),
             admin_api_keys=Secret(env.get("ADMIN_API_KEYS", "").strip()),

@@ -13,6 +13,7 @@ from identity.events.messages import queue_name
 from identity.guards.policy import GuardPolicy
 from identity.settings import Settings
 from identity.storage.db import create_db_engine
+from worker.ownership import PartitionOwnership, forget_parent_engines
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,8 @@ def create_celery(settings: Settings) -> Celery:
 
 app = create_celery(Settings.from_env())
 app.set_default()
+# One consumer per partition fleet-wide: the worker consumes its queue under a lease only.
+app.steps["consumer"].add(PartitionOwnership)
 
 _engine: Engine | None = None
 
@@ -110,6 +113,7 @@ def _engine_after_fork(**_: Any) -> None:
     if _engine is not None:  # inherited from the parent: never share its sockets
         _engine.dispose(close=False)
     _engine = None
+    forget_parent_engines()
     get_engine()
 
 
