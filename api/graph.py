@@ -7,11 +7,13 @@ None of these writes the graph; ``GET /changes`` numbers committed changes first
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
+from sqlalchemy.engine import Connection
 
 from api.auth import role
 from api.errors import error_response
@@ -19,14 +21,26 @@ from api.routes import BadRequestBody, read_identifiers
 from identity.feed import changes as feed
 from identity.graph import reads
 from identity.storage.db import run_in_transaction, run_snapshot
+from identity.storage.replica import ReadRoute
 
 bp = Blueprint("graph", __name__)
+T = TypeVar("T")
 
 MAX_CHANGES_PER_PAGE = 1000
 
 
 def _engine() -> Any:
     return current_app.extensions["identity.engine"]
+
+
+def _read(work: Callable[[Connection], T]) -> T:
+    """A read-only snapshot on the read replica when one is configured and fresh
+    (identity.storage.replica), else on the primary; ``X-Read-From: primary`` asks for
+    the primary (read-your-writes)."""
+    if request.headers.get("X-Read-From", "").strip().lower() == "primary":
+        return run_snapshot(_engine(), work)
+    route: ReadRoute = current_app.extensions["identity.reads"]
+    return route.run(work)
 
 
 def _settings() -> Any:
@@ -67,7 +81,7 @@ def _only_args(*allowed: str) -> None:
 @bp.post("/lookup")
 def lookup() -> ResponseReturnValue:
     identifiers = read_identifiers()
-    views = run_snapshot(_engine(), lambda conn: reads.lookup(conn, identifiers))
+    views = _read(lambda conn: reads.lookup(conn, identifiers))
     return jsonify({"persons": [v.to_json()["contact"] for v in views]})
 
 
@@ -76,7 +90,7 @@ def person(contact_id: int) -> ResponseReturnValue:
     _only_args()
     if contact_id > MAX_ID:
         return _not_found(contact_id)
-    view = run_snapshot(_engine(), lambda conn: reads.person(conn, contact_id))
+    view = _read(lambda conn: reads.person(conn, contact_id))
     if view is None:
         return _not_found(contact_id)
     return jsonify(view.to_json())
@@ -88,7 +102,7 @@ def person_graph(contact_id: int) -> ResponseReturnValue:
     if contact_id > MAX_ID:
         return _not_found(contact_id)
     limit = _settings().graph_limit
-    graph = run_snapshot(_engine(), lambda conn: reads.person_graph(conn, contact_id, limit=limit))
+    graph = _read(lambda conn: reads.person_graph(conn, contact_id, limit=limit))
     if graph is None:
         return _not_found(contact_id)
     return jsonify(graph.to_json())
@@ -102,7 +116,7 @@ def why(contact_id: int) -> ResponseReturnValue:
     if contact_id > MAX_ID:
         return _not_found(contact_id)
     try:
-        path = run_snapshot(_engine(), lambda conn: reads.why(conn, contact_id, a, b))
+        path = _read(lambda conn: reads.why(conn, contact_id, a, b))
     except reads.ClusterTooLarge as error:
         return error_response(422, f"{error}: erase the value that glued it first")
     if path is None:
@@ -118,7 +132,7 @@ def history(contact_id: int) -> ResponseReturnValue:
     if contact_id > MAX_ID:
         return _not_found(contact_id)
     limit = _settings().history_limit
-    found = run_snapshot(_engine(), lambda conn: reads.history(conn, contact_id, limit=limit))
+    found = _read(lambda conn: reads.history(conn, contact_id, limit=limit))
     if found is None:
         return _not_found(contact_id)
     root, changes = found

@@ -84,6 +84,12 @@ RETRIES = Counter(
     "(deadlock, serialization, lock_timeout, busy, conflict).",
     ["reason"],
 )
+REPLICA_FALLBACKS = Counter(
+    "identity_replica_fallback_reads",
+    "Reads the read replica would have served that ran on the primary, by reason "
+    "(lag: further behind than REPLICA_MAX_LAG_MS; unreachable).",
+    ["reason"],
+)
 
 
 class _CallableCollector(Collector):
@@ -168,6 +174,8 @@ def on_signal(name: str, fields: Mapping[str, Any]) -> None:
             ERASED_ITEMS.labels(kind=kind).inc(int(fields.get(kind, 0)))
     elif name == observe.RETRY:
         RETRIES.labels(reason=str(fields.get("reason", "unknown"))).inc()
+    elif name == observe.REPLICA_FALLBACK:
+        REPLICA_FALLBACKS.labels(reason=str(fields.get("reason", "unknown"))).inc()
 
 
 def _registry() -> CollectorRegistry:

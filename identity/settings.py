@@ -107,6 +107,8 @@ def _mask_url(url: str) -> str:
 @dataclass(frozen=True)
 class Settings:
     database_url: Secret = field(default_factory=lambda: Secret(""))
+    database_replica_url: Secret = field(default_factory=lambda: Secret(""))  # reads (optional)
+    replica_max_lag_ms: int = 1000  # a replica further behind than this: reads go to the primary
     port: int = 8000
     bind_host: str = "127.0.0.1"
     default_phone_region: str | None = None
@@ -161,6 +163,15 @@ class Settings:
         return f"sqlite:///{Path.cwd() / EMBEDDED_DATABASE_FILE}"
 
     @property
+    def replica_sqlalchemy_url(self) -> str | None:
+        """The read replica's URL for SQLAlchemy (psycopg2), or None without one."""
+        url = self.database_replica_url.get()
+        for prefix in ("postgres://", "postgresql://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg2://" + url[len(prefix) :]
+        return url or None
+
+    @property
     def safe_database_url(self) -> str:
         """The database URL with its password hidden, fit for logs."""
         return _mask_url(self.sqlalchemy_url)
@@ -183,6 +194,8 @@ class Settings:
                 raise SettingsError(f"DEFAULT_PHONE_REGION {region!r} is not a known region")
         settings = cls(
             database_url=Secret(_database_url(real, dotenv)),
+            database_replica_url=Secret(env.get("DATABASE_REPLICA_URL", "").strip()),
+            replica_max_lag_ms=_int(env, "REPLICA_MAX_LAG_MS", 1000, minimum=0),
             port=_int(env, "PORT", 8000, minimum=1, maximum=65535),
             bind_host=env.get("BIND_HOST", "").strip() or "127.0.0.1",
             default_phone_region=region,

@@ -129,3 +129,24 @@ def start_private_postgres() -> PrivatePostgres:
     pg.start()
     migrate(pg.url)
     return pg
+
+
+def start_private_replica(primary: PrivatePostgres) -> PrivatePostgres:
+    """A streaming hot standby of ``primary`` on its own free port: ``pg_basebackup -R``
+    (which writes ``standby.signal`` and ``primary_conninfo``), then start. initdb's
+    default pg_hba trusts replication connections from 127.0.0.1."""
+    replica = PrivatePostgres()
+    if os.geteuid() == 0:
+        pw = pwd.getpwnam("postgres")
+        os.chown(replica.root, pw.pw_uid, pw.pw_gid)
+    subprocess.run(
+        _as_postgres(
+            [str(PG_BIN / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port)]
+            + ["-U", "postgres", "-D", str(replica.datadir), "-R", "-X", "stream", "--no-sync"]
+        ),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    replica.start()
+    return replica
