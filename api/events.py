@@ -78,7 +78,8 @@ def queue_depths(settings: Settings) -> list[dict[str, object]]:
     queues: list[dict[str, object]] = []
     try:
         url = settings.redis_url.get()
-        with Connection(url, connect_timeout=2, transport_options=_FAIL_FAST) as conn:
+        options = {**_FAIL_FAST, **settings.redis_transport_options}
+        with Connection(url, connect_timeout=2, transport_options=options) as conn:
             channel = conn.default_channel
             for partition in range(settings.identity_partitions):
                 name = queue_name(partition)

@@ -120,6 +120,7 @@ class Settings:
     db_retry_attempts: int = 8
     max_body_bytes: int = 64 * 1024
     redis_url: Secret = field(default_factory=lambda: Secret(""))
+    redis_sentinel_master: str = "mymaster"  # the Sentinel service name, for sentinel:// URLs
     identity_partitions: int = 4
     events_max_batch: int = 1000  # events per POST /events
     events_max_body_bytes: int = 1024 * 1024  # body limit of POST /events
@@ -161,6 +162,13 @@ class Settings:
                     return "postgresql+psycopg2://" + url[len(prefix) :]
             return url
         return f"sqlite:///{Path.cwd() / EMBEDDED_DATABASE_FILE}"
+
+    @property
+    def redis_transport_options(self) -> dict[str, str]:
+        """Kombu transport options the broker URL needs: Sentinel's service name."""
+        if self.redis_url.get().startswith("sentinel://"):
+            return {"master_name": self.redis_sentinel_master}
+        return {}
 
     @property
     def replica_sqlalchemy_url(self) -> str | None:
@@ -207,6 +215,7 @@ class Settings:
             db_retry_attempts=_int(env, "DB_RETRY_ATTEMPTS", 8, minimum=1),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 64 * 1024, minimum=256),
             redis_url=Secret(env.get("REDIS_URL", "").strip()),
+            redis_sentinel_master=env.get("REDIS_SENTINEL_MASTER", "").strip() or "mymaster",
             identity_partitions=_int(env, "IDENTITY_PARTITIONS", 4, minimum=1),
             events_max_batch=_int(env, "EVENTS_MAX_BATCH", 1000, minimum=1),
             events_max_body_bytes=_int(env, "EVENTS_MAX_BODY_BYTES", 1024 * 1024, minimum=256),

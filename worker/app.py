@@ -29,10 +29,11 @@ PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    transport = {
+    transport: dict[str, Any] = {
         "visibility_timeout": VISIBILITY_TIMEOUT_S,
         "socket_timeout": 10,
         "socket_connect_timeout": 5,
+        **settings.redis_transport_options,  # sentinel:// URLs: the service name
     }
     return {
         "broker_url": settings.redis_url.get() or "memory://",

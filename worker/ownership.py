@@ -37,6 +37,7 @@ from identity.events import lease
 from identity.events.messages import queue_name
 from identity.settings import Settings
 from identity.storage.db import create_db_engine, run_in_transaction
+from worker.redis_client import redis_client
 
 log = logging.getLogger("worker.ownership")
 
@@ -161,9 +162,7 @@ class Holder:
         self.interval_s = max(0.1, self.lease_s / 3)
         self.engine = engine or create_db_engine(settings, pool_size=1, max_overflow=0)
         _parent_engines.append(self.engine)
-        self.redis = redis.Redis.from_url(
-            settings.redis_url.get(), socket_timeout=5, socket_connect_timeout=5
-        )
+        self.redis = redis_client(settings, socket_timeout=5, socket_connect_timeout=5)
         self._start_consuming = start_consuming
         self._stop_consuming = stop_consuming
         self._resync = resync

@@ -18,7 +18,6 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-import redis
 from celery import Task
 from sqlalchemy.engine import Connection
 
@@ -34,6 +33,7 @@ from identity.events.services import (
 from identity.storage.db import run_in_transaction
 from worker import ownership
 from worker.app import app, get_engine, get_policy
+from worker.redis_client import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def _give_back(task: Task, lost: FenceLost) -> None:
     settings = app.conf.identity_settings
     log.warning("%s: writes refused by the fence; the message goes back to the owner", lost)
     queue = (task.request.delivery_info or {}).get("routing_key") or ""
-    client = redis.Redis.from_url(settings.redis_url.get(), socket_timeout=5)
+    client = redis_client(settings, socket_timeout=5)
     try:
         tag = (task.request.properties or {}).get("delivery_tag")
         if tag:
