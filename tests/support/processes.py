@@ -58,6 +58,9 @@ class PrivatePostgres:
 
     port: int = field(default_factory=free_port)
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="identity-pg-")))
+    #: Production durability (fsync, synchronous commit, full page writes) for measurements;
+    #: tests run without it.
+    durable: bool = False
 
     @property
     def datadir(self) -> Path:
@@ -83,11 +86,10 @@ class PrivatePostgres:
         return self
 
     def start(self) -> None:
-        options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
-            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-            " -c max_connections=100"
-        )
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        options += " -c max_connections=100"
         subprocess.run(
             _as_postgres(
                 [str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-o", options]
