@@ -66,9 +66,12 @@ class ReadRoute:
         self._down_reason: str | None = None  # None: the replica serves
         # One consistent snapshot, as run_snapshot; a hot standby refuses writes by itself,
         # and would refuse the READ WRITE that resets a READ ONLY pooled connection.
-        self._replica_snapshot = (
-            replica.execution_options(isolation_level="REPEATABLE READ") if replica else None
-        )
+        self._replica_snapshot = None
+        if replica is not None:
+            options: dict[str, object] = {"identity_snapshot": True}  # SQLite, in tests
+            if replica.dialect.name == "postgresql":
+                options = {"isolation_level": "REPEATABLE READ"}
+            self._replica_snapshot = replica.execution_options(**options)
 
     def run(self, work: Callable[..., T]) -> T:
         """``work`` on one consistent snapshot (``run_snapshot``) of the chosen database."""
