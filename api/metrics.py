@@ -37,6 +37,7 @@ from api.observability import route_label
 from identity import observe
 from identity.errors import Unavailable
 from identity.events import services as event_services
+from identity.events.lease import list_leases
 from identity.settings import Settings
 
 bp = Blueprint("metrics", __name__)
@@ -119,6 +120,11 @@ def pipeline_families(engine: Engine, settings: Settings) -> list[Metric]:
             applied = event_services.count_processed_events(conn)
             pending = event_services.inbox_pending(conn)
             dead = event_services.count_dead_letters(conn)
+            owned = (
+                {lease.partition for lease in list_leases(conn) if lease.live}
+                if settings.redis_url and engine.dialect.name == "postgresql"
+                else None
+            )
     except Exception:  # unreachable or timed out: say so, keep the scrape
         up.add_metric(["database"], 0)
     else:
@@ -140,6 +146,15 @@ def pipeline_families(engine: Engine, settings: Settings) -> list[Metric]:
                 value=dead,
             ),
         ]
+        if owned is not None:
+            ownership = GaugeMetricFamily(
+                "identity_partition_owned",
+                "1 when a worker holds the partition's lease (consumes its queue), else 0.",
+                labels=["partition"],
+            )
+            for partition in range(settings.identity_partitions):
+                ownership.add_metric([str(partition)], 1.0 if partition in owned else 0.0)
+            families.append(ownership)
     if settings.redis_url:
         from api.events import queue_depths
 

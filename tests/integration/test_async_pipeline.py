@@ -176,6 +176,9 @@ def test_queue_depths_and_dead_letters_are_visible(
     for queue in body["queues"]:
         assert f"/{pids[queue['partition']]}/" in queue["owner"], queue
         assert queue["leaseToken"] >= 1
+    scrape = client.get("/metrics").get_data(as_text=True)
+    for partition in range(PARTITIONS):
+        assert f'identity_partition_owned{{partition="{partition}"}} 1.0' in scrape
     assert body["deadLetters"] == 0
     assert client.get("/dead-letters").get_json() == {"total": 0, "deadLetters": []}
 
