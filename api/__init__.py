@@ -11,6 +11,7 @@ from werkzeug.serving import is_running_from_reloader
 from identity.guards.policy import GuardPolicy
 from identity.settings import Settings
 from identity.storage.db import create_db_engine
+from identity.storage.replica import ReadRoute
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep SPEC.md's field order
     app.extensions["identity.settings"] = settings
     app.extensions["identity.engine"] = create_db_engine(settings)
+    replica_url = settings.replica_sqlalchemy_url
+    app.extensions["identity.reads"] = ReadRoute(
+        app.extensions["identity.engine"],
+        create_db_engine(settings, url=replica_url) if replica_url else None,
+        max_lag_ms=settings.replica_max_lag_ms,
+    )
     app.extensions["identity.guards"] = GuardPolicy.from_settings(settings)
     if settings.embedded and not _parent_said_it():
         log.warning(

@@ -22,6 +22,7 @@ from api.routes import BadRequestBody, read_json_body
 from api.spec import operation
 from identity.errors import Unavailable
 from identity.events import services as event_services
+from identity.events.lease import list_leases
 from identity.events.messages import InvalidEvents, parse_events, queue_name
 from identity.settings import Settings
 from identity.storage.db import run_in_transaction
@@ -119,7 +120,8 @@ def queue_depths(settings: Settings) -> list[dict[str, object]]:
     queues: list[dict[str, object]] = []
     try:
         url = settings.redis_url.get()
-        with Connection(url, connect_timeout=2, transport_options=_FAIL_FAST) as conn:
+        options = {**_FAIL_FAST, **settings.redis_transport_options}
+        with Connection(url, connect_timeout=2, transport_options=options) as conn:
             channel = conn.default_channel
             for partition in range(settings.identity_partitions):
                 name = queue_name(partition)
@@ -153,15 +155,29 @@ def queue_depths(settings: Settings) -> list[dict[str, object]]:
     ok_description="Depths read from Redis and PostgreSQL now.",
 )
 def queues() -> ResponseReturnValue:
-    """Per-partition queue depth (Flower does not show it), inbox backlog, dead letters."""
+    """Per-partition queue depth (Flower does not show it) and owner (the worker holding the
+    partition's lease, ``null`` when none is live), inbox backlog, dead letters."""
     settings = _settings()
-    with _engine().connect() as conn:
+    engine = _engine()
+    with engine.connect() as conn:
         pending = event_services.inbox_pending(conn)
         dead = event_services.count_dead_letters(conn)
+        leases = (
+            {lease.partition: lease for lease in list_leases(conn)}
+            if engine.dialect.name == "postgresql"
+            else {}
+        )
+    queues = queue_depths(settings) if settings.redis_url else []
+    for queue in queues:
+        held = leases.get(int(str(queue["partition"])))
+        queue["owner"] = held.owner if held is not None and held.live else None
+        if held is not None:
+            queue["leaseToken"] = held.token
+            queue["leaseExpiresAt"] = held.expires_at.isoformat()
     body: dict[str, object] = {
         "mode": "queued" if settings.redis_url else "in-process",
         "partitions": settings.identity_partitions,
-        "queues": queue_depths(settings) if settings.redis_url else [],
+        "queues": queues,
         "inboxPending": pending,
         "deadLetters": dead,
     }

@@ -23,10 +23,12 @@ from api.spec import PERSON_ID, QUERY_400, operation
 from identity.feed import changes as feed
 from identity.graph import reads
 from identity.storage.db import run_in_transaction, run_snapshot
+from identity.storage.replica import ReadRoute
 
 T = TypeVar("T")
 
 bp = Blueprint("graph", __name__)
+T = TypeVar("T")
 
 MAX_CHANGES_PER_PAGE = 1000
 MAX_SEQ = 2**63 - 1
@@ -34,6 +36,16 @@ MAX_SEQ = 2**63 - 1
 
 def _engine() -> Any:
     return current_app.extensions["identity.engine"]
+
+
+def _read(work: Callable[[Connection], T]) -> T:
+    """A read-only snapshot on the read replica when one is configured and fresh
+    (identity.storage.replica), else on the primary; ``X-Read-From: primary`` asks for
+    the primary (read-your-writes)."""
+    if request.headers.get("X-Read-From", "").strip().lower() == "primary":
+        return run_snapshot(_engine(), work)
+    route: ReadRoute = current_app.extensions["identity.reads"]
+    return route.run(work)
 
 
 def _settings() -> Any:
@@ -54,7 +66,7 @@ def _read_person(contact_id: int, read: Callable[[Connection], T | None]) -> T |
     _only_args()
     if contact_id > MAX_ID:
         return None
-    return run_snapshot(_engine(), read)
+    return _read(read)
 
 
 def _int_arg(name: str, default: int | None, minimum: int, maximum: int) -> int:
@@ -108,7 +120,7 @@ def _only_args(*allowed: str) -> None:
 )
 def lookup() -> ResponseReturnValue:
     identifiers = read_identifiers()
-    views = run_snapshot(_engine(), lambda conn: reads.lookup(conn, identifiers))
+    views = _read(lambda conn: reads.lookup(conn, identifiers))
     return jsonify({"persons": [v.to_json()["contact"] for v in views]})
 
 
@@ -256,7 +268,7 @@ def why(contact_id: int) -> ResponseReturnValue:
     if contact_id > MAX_ID:
         return _not_found(contact_id)
     try:
-        path = run_snapshot(_engine(), lambda conn: reads.why(conn, contact_id, a, b))
+        path = _read(lambda conn: reads.why(conn, contact_id, a, b))
     except reads.ClusterTooLarge as error:
         return error_response(422, f"{error}: erase the value that glued it first")
     if path is None:

@@ -38,6 +38,7 @@ from api.spec import operation
 from identity import observe
 from identity.errors import Unavailable
 from identity.events import services as event_services
+from identity.events.lease import list_leases
 from identity.settings import Settings
 
 bp = Blueprint("metrics", __name__)
@@ -85,6 +86,12 @@ RETRIES = Counter(
     "(deadlock, serialization, lock_timeout, busy, conflict).",
     ["reason"],
 )
+REPLICA_FALLBACKS = Counter(
+    "identity_replica_fallback_reads",
+    "Reads the read replica would have served that ran on the primary, by reason "
+    "(lag: further behind than REPLICA_MAX_LAG_MS; unreachable).",
+    ["reason"],
+)
 
 
 class _CallableCollector(Collector):
@@ -114,6 +121,11 @@ def pipeline_families(engine: Engine, settings: Settings) -> list[Metric]:
             applied = event_services.count_processed_events(conn)
             pending = event_services.inbox_pending(conn)
             dead = event_services.count_dead_letters(conn)
+            owned = (
+                {lease.partition for lease in list_leases(conn) if lease.live}
+                if settings.redis_url and engine.dialect.name == "postgresql"
+                else None
+            )
     except Exception:  # unreachable or timed out: say so, keep the scrape
         up.add_metric(["database"], 0)
     else:
@@ -135,6 +147,15 @@ def pipeline_families(engine: Engine, settings: Settings) -> list[Metric]:
                 value=dead,
             ),
         ]
+        if owned is not None:
+            ownership = GaugeMetricFamily(
+                "identity_partition_owned",
+                "1 when a worker holds the partition's lease (consumes its queue), else 0.",
+                labels=["partition"],
+            )
+            for partition in range(settings.identity_partitions):
+                ownership.add_metric([str(partition)], 1.0 if partition in owned else 0.0)
+            families.append(ownership)
     if settings.redis_url:
         from api.events import queue_depths
 
@@ -169,6 +190,8 @@ def on_signal(name: str, fields: Mapping[str, Any]) -> None:
             ERASED_ITEMS.labels(kind=kind).inc(int(fields.get(kind, 0)))
     elif name == observe.RETRY:
         RETRIES.labels(reason=str(fields.get("reason", "unknown"))).inc()
+    elif name == observe.REPLICA_FALLBACK:
+        REPLICA_FALLBACKS.labels(reason=str(fields.get("reason", "unknown"))).inc()
 
 
 def _registry() -> CollectorRegistry:

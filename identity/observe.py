@@ -31,6 +31,8 @@ GENERIC_MARKED = "generic_marked"  # a value became generic
 ERASED = "erased"  # fields: contacts, links, events (counts of one erasure)
 RETRY = "retry"  # fields: reason (deadlock | serialization | lock_timeout | busy | conflict
 #   | disconnect)
+REPLICA_FALLBACK = "replica_fallback"  # fields: reason (lag | unreachable): a read that
+#   the read replica would have served ran on the primary
 
 _observers: list[Observer] = []
 _pending: ContextVar[list[tuple[str, dict[str, Any]]] | None] = ContextVar(

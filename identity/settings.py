@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     database_url: Secret = Field(
         _UNSET, validation_alias=AliasChoices("DATABASE_URL", "DATABASE_URI")
     )
+    #: a streaming replica for the read endpoints (optional); reads go to the primary
+    #: when it lags past REPLICA_MAX_LAG_MS or cannot be reached
+    database_replica_url: Secret = env("DATABASE_REPLICA_URL", _UNSET)
+    replica_max_lag_ms: NonNegative = env("REPLICA_MAX_LAG_MS", 1000)
     port: Port = env("PORT", 8000)
     bind_host: str = env("BIND_HOST", "127.0.0.1")
     default_phone_region: str | None = env("DEFAULT_PHONE_REGION", None)
@@ -81,11 +85,15 @@ class Settings(BaseSettings):
     db_retry_attempts: Positive = env("DB_RETRY_ATTEMPTS", 8)
     max_body_bytes: int = env("MAX_BODY_BYTES", 64 * 1024, ge=256)
     redis_url: Secret = env("REDIS_URL", _UNSET)
+    #: the Sentinel service name, for sentinel:// REDIS_URLs
+    redis_sentinel_master: str = env("REDIS_SENTINEL_MASTER", "mymaster")
     identity_partitions: Positive = env("IDENTITY_PARTITIONS", 4)
     events_max_batch: Positive = env("EVENTS_MAX_BATCH", 1000)  # events per POST /events
     events_max_body_bytes: int = env("EVENTS_MAX_BODY_BYTES", 1024 * 1024, ge=256)
     #: republish inbox rows unapplied this long after publish
     events_redrive_after_s: Positive = env("EVENTS_REDRIVE_AFTER_S", 30)
+    #: an event partition's owner renews within this, or a standby takes over
+    partition_lease_s: int = env("PARTITION_LEASE_S", 10, ge=1, le=3600)
     flower_port: Port = env("FLOWER_PORT", 5555)
     api_keys: Secret = env("API_KEYS", _UNSET)
     admin_api_keys: Secret = env("ADMIN_API_KEYS", _UNSET)
@@ -167,6 +175,22 @@ class Settings(BaseSettings):
                     return "postgresql+psycopg2://" + url[len(prefix) :]
             return url
         return f"sqlite:///{Path.cwd() / EMBEDDED_DATABASE_FILE}"
+
+    @property
+    def redis_transport_options(self) -> dict[str, str]:
+        """Kombu transport options the broker URL needs: Sentinel's service name."""
+        if self.redis_url.get().startswith("sentinel://"):
+            return {"master_name": self.redis_sentinel_master}
+        return {}
+
+    @property
+    def replica_sqlalchemy_url(self) -> str | None:
+        """The read replica's URL for SQLAlchemy (psycopg2), or None without one."""
+        url = self.database_replica_url.get()
+        for prefix in ("postgres://", "postgresql://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg2://" + url[len(prefix) :]
+        return url or None
 
     @property
     def safe_database_url(self) -> str:

@@ -13,6 +13,7 @@ from identity.events.messages import queue_name
 from identity.guards.policy import GuardPolicy
 from identity.settings import Settings
 from identity.storage.db import create_db_engine
+from worker.ownership import PartitionOwnership, forget_parent_engines
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +29,11 @@ PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    transport = {
+    transport: dict[str, Any] = {
         "visibility_timeout": VISIBILITY_TIMEOUT_S,
         "socket_timeout": 10,
         "socket_connect_timeout": 5,
+        **settings.redis_transport_options,  # sentinel:// URLs: the service name
     }
     return {
         "broker_url": settings.redis_url.get() or "memory://",
@@ -74,6 +76,8 @@ def create_celery(settings: Settings) -> Celery:
 
 app = create_celery(Settings.from_env())
 app.set_default()
+# One consumer per partition fleet-wide: the worker consumes its queue under a lease only.
+app.steps["consumer"].add(PartitionOwnership)
 
 _engine: Engine | None = None
 
@@ -110,6 +114,7 @@ def _engine_after_fork(**_: Any) -> None:
     if _engine is not None:  # inherited from the parent: never share its sockets
         _engine.dispose(close=False)
     _engine = None
+    forget_parent_engines()
     get_engine()
 
 

@@ -13,12 +13,12 @@ import json
 import logging
 from datetime import timedelta
 
-import redis
 from sqlalchemy.engine import Engine
 
 from identity.feed import changes as feed
 from identity.settings import Settings
 from identity.storage.db import run_in_transaction, run_snapshot
+from worker.redis_client import redis_client
 
 log = logging.getLogger("worker.changes")
 
@@ -30,7 +30,7 @@ class ChangeStream:
         self.settings = settings
         self.engine = engine
         self.stream = settings.changes_stream
-        self.redis = redis.Redis.from_url(settings.redis_url.get())
+        self.redis = redis_client(settings)
 
     def last_published(self) -> int:
         """The seq of the newest entry in the stream (0 when there is none)."""

@@ -31,6 +31,7 @@ from identity.events.messages import MAX_EVENT_ID_LENGTH, Event, parse_event
 from identity.events.services import accept_events, record_dead_letter
 from identity.settings import Settings
 from identity.storage.db import create_db_engine, run_in_transaction
+from worker.redis_client import redis_client
 
 log = logging.getLogger("worker.stream_bridge")
 
@@ -112,7 +113,7 @@ def main() -> None:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(message)s")
     if not settings.redis_url:
         raise SystemExit("stream bridge: REDIS_URL is not set")
-    client = redis.Redis.from_url(settings.redis_url.get(), socket_timeout=10)
+    client = redis_client(settings, socket_timeout=10)
     engine = create_db_engine(settings, pool_size=1, max_overflow=0)
     stopping = False
 

@@ -5,7 +5,10 @@ Failure handling, in order (docs/ASYNC.md, "Dead letters"):
 - the database unreachable or contended past every retry (``Unavailable``): the
   whole message is retried later; what it already applied is skipped by the ledger;
 - anything else fails the chunk: its events are then applied one by one, so only the
-  event that keeps failing is dead-lettered and the partition keeps flowing.
+  event that keeps failing is dead-lettered and the partition keeps flowing;
+- under partition ownership (worker/ownership.py), a transaction whose lease token is
+  no longer current rolls back (``FenceLost``): the message goes back to the head of its
+  queue for the new owner and is never acknowledged as applied here.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from celery import Task
+from sqlalchemy.engine import Connection
 
 from identity.errors import InvalidInput, Unavailable
+from identity.events.lease import FenceLost, check_fence
 from identity.events.messages import APPLY_EVENTS_TASK, MAX_EVENT_ID_LENGTH, Event, parse_event
 from identity.events.services import (
     MAX_EVENTS_PER_TRANSACTION,
@@ -26,7 +31,9 @@ from identity.events.services import (
     record_dead_letter,
 )
 from identity.storage.db import run_in_transaction
+from worker import ownership
 from worker.app import app, get_engine, get_policy
+from worker.redis_client import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +58,63 @@ def _dead_letter(raw: Any, error: str) -> None:
     )
 
 
-def _apply_one_by_one(events: Sequence[Event], first_error: BaseException) -> None:
+def _apply(conn: Connection, events: Sequence[Event], fence: tuple[int, int] | None) -> None:
+    """Apply ``events``; under partition ownership, only if our lease token is still current.
+
+    The fence is checked last, in the same transaction: the lease row stays locked
+    FOR SHARE until the commit, so no takeover can slip in between (identity.events.lease).
+    """
+    apply_events(conn, events, get_policy())
+    if fence is not None:
+        check_fence(conn, *fence)
+
+
+def _fence_of(task: Task) -> tuple[int, int] | None:
+    """(partition, token) this message is applied under; None without ownership."""
+    token = ownership.current_token()
+    if token is None:
+        return None
+    routing_key = (task.request.delivery_info or {}).get("routing_key") or ""
+    partition = ownership.partition_of_queue(
+        routing_key, app.conf.identity_settings.identity_partitions
+    )
+    if partition is None:
+        return None
+    if token == ownership.NOT_OWNER:
+        raise FenceLost(partition, token)
+    return partition, token
+
+
+def _give_back(task: Task, lost: FenceLost) -> None:
+    """A message taken under a lease that is gone: its writes were refused (rolled back).
+
+    Put it back at the head of its queue for the new owner (unless the new owner already
+    did), and return only once the main process stopped consuming: acknowledging frees
+    the prefetch slot, and it must not take another message of a partition it lost.
+    """
+    settings = app.conf.identity_settings
+    log.warning("%s: writes refused by the fence; the message goes back to the owner", lost)
+    queue = (task.request.delivery_info or {}).get("routing_key") or ""
+    client = redis_client(settings, socket_timeout=5)
+    try:
+        tag = (task.request.properties or {}).get("delivery_tag")
+        if tag:
+            ownership.restore_unacked(client, queue, only_tag=str(tag))
+    finally:
+        client.close()
+    ownership.wait_until_not_consuming(timeout_s=2.0 * settings.partition_lease_s)
+
+
+def _apply_one_by_one(
+    events: Sequence[Event], first_error: BaseException, fence: tuple[int, int] | None
+) -> None:
     log.warning("batch of %d failed (%r): applying one by one", len(events), first_error)
     for event in events:
         error: BaseException | None = None
         for _ in range(SINGLE_EVENT_ATTEMPTS):
             try:
-                run_in_transaction(
-                    get_engine(), lambda conn, e=event: apply_events(conn, [e], get_policy())
-                )
-            except Unavailable:
+                run_in_transaction(get_engine(), lambda conn, e=event: _apply(conn, [e], fence))
+            except (Unavailable, FenceLost):
                 raise
             except Exception as failure:  # the poison: anything but unavailability
                 error = failure
@@ -84,6 +138,7 @@ def apply_events_task(self: Task, events: Any) -> None:
     items = events if isinstance(events, list) else [events]
     valid: list[Event] = []
     try:
+        fence = _fence_of(self)
         for raw in items:
             try:
                 valid.append(parse_event(raw, settings.default_phone_region, internal=True))
@@ -93,13 +148,15 @@ def apply_events_task(self: Task, events: Any) -> None:
             try:
                 run_in_transaction(
                     get_engine(),
-                    lambda conn, c=chunk: apply_events(conn, c, get_policy()),
+                    lambda conn, c=chunk: _apply(conn, c, fence),
                     attempts=settings.db_retry_attempts,
                 )
-            except Unavailable:
+            except (Unavailable, FenceLost):
                 raise
             except Exception as error:
-                _apply_one_by_one(chunk, error)
+                _apply_one_by_one(chunk, error, fence)
+    except FenceLost as lost:
+        _give_back(self, lost)
     except Unavailable as error:
         countdown = min(MAX_RETRY_COUNTDOWN_S, 2 ** min(self.request.retries, 6))
         log.warning("database unavailable (%s): retrying in %ss", error, countdown)

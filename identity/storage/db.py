@@ -57,9 +57,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def create_db_engine(settings: Settings, **overrides: Any) -> Engine:
-    """Build the engine for ``settings``: pooled PostgreSQL, or the embedded SQLite file."""
-    url = settings.sqlalchemy_url
+def create_db_engine(settings: Settings, *, url: str | None = None, **overrides: Any) -> Engine:
+    """Build the engine for ``settings``: pooled PostgreSQL, or the embedded SQLite file.
+
+    ``url``: another database with the same settings (the read replica).
+    """
+    url = url or settings.sqlalchemy_url
     if url.startswith("sqlite"):
         engine = create_engine(
             url,

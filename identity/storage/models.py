@@ -254,3 +254,15 @@ class GenericValue(Base):
     baseline: Mapped[int] = mapped_column(Integer)
 
     __table_args__ = (Index("ix_generic_value_field_value", "field", "value", unique=True),)
+
+
+class PartitionLease(Base):
+    """Who consumes an event partition, until when, and the fencing token of that tenure."""
+
+    __tablename__ = "partition_lease"
+
+    partition: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    owner: Mapped[str] = mapped_column(Text)
+    token: Mapped[int] = mapped_column(BigInteger)  # grows by one on every takeover
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -171,6 +171,14 @@ def test_queue_depths_and_dead_letters_are_visible(
     assert body["mode"] == "queued" and body["partitions"] == PARTITIONS
     assert [q["queue"] for q in body["queues"]] == [f"identity.p{p}" for p in range(PARTITIONS)]
     assert all(isinstance(q["depth"], int) and q["depth"] >= 0 for q in body["queues"])
+    # Each partition's owner: the one worker process holding its lease (worker/ownership.py).
+    pids = {p: stack.procs[f"worker{p}"].process.pid for p in range(PARTITIONS)}
+    for queue in body["queues"]:
+        assert f"/{pids[queue['partition']]}/" in queue["owner"], queue
+        assert queue["leaseToken"] >= 1
+    scrape = client.get("/metrics").get_data(as_text=True)
+    for partition in range(PARTITIONS):
+        assert f'identity_partition_owned{{partition="{partition}"}} 1.0' in scrape
     assert body["deadLetters"] == 0
     assert client.get("/dead-letters").get_json() == {"total": 0, "deadLetters": []}
 

@@ -16,10 +16,13 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
+from identity.settings import Secret
+from tests.conftest import make_settings
 from tests.support.async_stack import AsyncStack, RedisServer, wait_applied
 from tests.support.invariants import assert_consistent
 from tests.support.processes import PrivatePostgres, wait_until
 from tests.support.server import Server
+from worker.publisher import Publisher
 
 pytestmark = pytest.mark.slow
 PARTITIONS = 2
@@ -91,8 +94,14 @@ def test_postgres_restart_workers_retry_and_no_accepted_event_is_lost(
             time.sleep(0.05)
 
     try:
+        # The workers take their partitions' leases while PostgreSQL is up (a worker that
+        # starts while it is down waits for it to take its lease: docs/ASYNC.md).
+        stack.start_workers()
+        wait_until(
+            lambda: count(engine, "partition_lease WHERE expires_at > now()") == PARTITIONS,
+            timeout_s=30, what="every partition to have an owner",
+        )  # fmt: skip
         stack.start_relay()
-        # Messages waiting in Redis with no worker to take them yet.
         held = [e for n in range(5) for e in batch("held", n)]
         for n in range(5):
             assert server.request("POST", "/events", batch("held", n))[0] == 202
@@ -111,8 +120,14 @@ def test_postgres_restart_workers_retry_and_no_accepted_event_is_lost(
         status, _, _ = server.request("POST", "/events", batch("outage", 0), timeout=10)
         events_503_s = time.monotonic() - started
         identify_status = server.request("POST", "/identify", {"email": "o@async.test"})[0]
-        # Workers start while the database is down: they take the held messages and retry.
-        stack.start_workers()
+        # A producer that publishes straight to Redis meanwhile: the owners take its
+        # messages, cannot apply them, and retry.
+        direct = batch("direct", 0)
+        settings = make_settings(
+            private_pg.url, redis_url=Secret(stack.redis.url), identity_partitions=PARTITIONS
+        )
+        with Publisher(settings) as publisher:
+            publisher.publish(direct)
         wait_until(
             lambda: "retrying in" in stack.logs(),
             timeout_s=60,
@@ -124,14 +139,14 @@ def test_postgres_restart_workers_retry_and_no_accepted_event_is_lost(
         time.sleep(2.0)  # producers get through again by themselves
         stop.set()
         thread.join(timeout=60)
-        wait_applied(engine, {str(e["eventId"]) for e in held + accepted}, stack)
+        wait_applied(engine, {str(e["eventId"]) for e in held + accepted + direct}, stack)
 
         assert status == 503 and events_503_s < 2.0
         assert identify_status == 503
         assert set(answers) <= {202, 503} and 503 in answers and answers[-1] == 202
         assert count(engine, "dead_letter") == 0, "an outage must not dead-letter events"
         with engine.connect() as conn:
-            assert_consistent(conn, pairs(held + accepted))
+            assert_consistent(conn, pairs(held + accepted + direct))
         print(
             f"\nPG restart (async): {len(held) + len(accepted)} events accepted, all applied;"
             f" {answers.count(503)} x 503 while down; 0 dead letters"

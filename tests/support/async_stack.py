@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from werkzeug.serving import make_server
@@ -128,6 +128,8 @@ class AsyncStack:
             REDIS_URL=self.redis.url,
             IDENTITY_PARTITIONS=str(self.partitions),
             EVENTS_REDRIVE_AFTER_S="2",
+            # A SIGKILLed worker's partition is taken over by the next worker within this.
+            PARTITION_LEASE_S="2",
             LOG_LEVEL="INFO",
             PYTHONUNBUFFERED="1",
         )
@@ -202,11 +204,22 @@ def running_stack(
     """One worker per partition and the relay, all killed on the way out."""
     stack = AsyncStack(database_url, redis, partitions, workdir)
     try:
+        forget_leases(database_url)  # of workers of earlier stacks, all killed
         stack.start_workers()
         stack.start_relay()
         yield stack
     finally:
         stack.close()
+
+
+def forget_leases(database_url: str) -> None:
+    """Drop every partition lease: only when no worker of this database is alive."""
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM partition_lease"))
+    finally:
+        engine.dispose()
 
 
 @contextmanager

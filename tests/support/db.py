@@ -53,11 +53,12 @@ def reset_contacts(engine: Engine) -> None:
             r[0]
             for r in conn.execute(
                 text(
+                    # partition_lease: the running workers' ownership, not data
                     "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
-                    " AND tablename <> 'alembic_version'"
+                    " AND tablename NOT IN ('alembic_version', 'partition_lease')"
                     if engine.dialect.name == "postgresql"
                     else "SELECT name FROM sqlite_master WHERE type = 'table'"
-                    " AND name NOT IN ('alembic_version', 'sqlite_sequence')"
+                    " AND name NOT IN ('alembic_version', 'sqlite_sequence', 'partition_lease')"
                 )
             )
         ]

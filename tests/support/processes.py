@@ -58,6 +58,9 @@ class PrivatePostgres:
 
     port: int = field(default_factory=free_port)
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="identity-pg-")))
+    #: Production durability (fsync, synchronous commit, full page writes) for measurements;
+    #: tests run without it.
+    durable: bool = False
 
     @property
     def datadir(self) -> Path:
@@ -83,11 +86,10 @@ class PrivatePostgres:
         return self
 
     def start(self) -> None:
-        options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
-            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-            " -c max_connections=100"
-        )
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        options += " -c max_connections=100"
         subprocess.run(
             _as_postgres(
                 [str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-o", options]
@@ -129,3 +131,24 @@ def start_private_postgres() -> PrivatePostgres:
     pg.start()
     migrate(pg.url)
     return pg
+
+
+def start_private_replica(primary: PrivatePostgres) -> PrivatePostgres:
+    """A streaming hot standby of ``primary`` on its own free port: ``pg_basebackup -R``
+    (which writes ``standby.signal`` and ``primary_conninfo``), then start. initdb's
+    default pg_hba trusts replication connections from 127.0.0.1."""
+    replica = PrivatePostgres()
+    if os.geteuid() == 0:
+        pw = pwd.getpwnam("postgres")
+        os.chown(replica.root, pw.pw_uid, pw.pw_gid)
+    subprocess.run(
+        _as_postgres(
+            [str(PG_BIN / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port)]
+            + ["-U", "postgres", "-D", str(replica.datadir), "-R", "-X", "stream", "--no-sync"]
+        ),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    replica.start()
+    return replica
