@@ -42,7 +42,10 @@ def _read(work: Callable[[Connection], T]) -> T:
     """A read-only snapshot on the read replica when one is configured and fresh
     (identity.storage.replica), else on the primary; ``X-Read-From: primary`` asks for
     the primary (read-your-writes)."""
-    if request.headers.get("X-Read-From", "").strip().lower() == "primary":
+    read_from = request.headers.get("X-Read-From")
+    if read_from is not None:
+        if read_from != "primary":
+            raise BadRequestBody("X-Read-From must be 'primary' when given", field="X-Read-From")
         return run_snapshot(_engine(), work)
     route: ReadRoute = current_app.extensions["identity.reads"]
     return route.run(work)

@@ -1,8 +1,11 @@
 """One Celery worker for one partition: ``python -m worker.partition N``.
 
-Concurrency 1 and prefetch 1, consuming only queue identity.pN: events of one key
-are applied one message at a time, in publish order. The same command serves
-`make run` (the generated Procfile) and docker-compose.yml.
+Concurrency 1 and prefetch 1, consuming only queue identity.pN, and only while it holds
+partition N's lease (worker/ownership.py): however many are started for N, on however
+many hosts, one consumes and the others stand by, so events of one key are applied one
+message at a time, in publish order. The same command serves `make run` (the generated
+Procfile) and docker-compose.yml, where the one worker of each partition simply holds
+its lease.
 """
 
 from __future__ import annotations

@@ -95,6 +95,9 @@ def test_a_redis_failover_under_event_load_loses_nothing_accepted(
             publisher.publish(direct)
         wait_applied(engine, {str(e["eventId"]) for e in accepted + direct}, stack, timeout_s=60)
 
+        status, _, body = server.request("GET", "/queues")  # depths from the new primary
+        assert status == 200, body
+        assert all(q["owner"] for q in json.loads(body)["queues"]), body
         assert before > 0 and len(accepted) > before, "load before and after the failover"
         assert set(statuses) <= {202, 503}
         with engine.connect() as conn:
