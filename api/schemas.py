@@ -144,6 +144,11 @@ class QueueDepth(Answer):
     partition: int
     queue: str
     depth: int = Field(ge=0)
+    owner: str | None = Field(
+        None, description="The worker holding the partition's lease (null: no owner now)."
+    )
+    leaseToken: int | None = Field(None, description="The fencing token of that lease.")
+    leaseExpiresAt: str | None = Field(None, description="When the lease runs out unless renewed.")
 
 
 class Queues(Answer):
