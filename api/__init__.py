@@ -52,9 +52,10 @@ def _parent_said_it() -> bool:
     """True in a process whose parent already said which database the server uses.
 
     gunicorn's master says it before it forks its workers (gunicorn.conf.py
-    ``on_starting``), and sets ``SERVER_SOFTWARE`` for them; the development server's
-    reloader loads the app itself before it starts the child that serves.
+    ``on_starting``), and sets ``SERVER_SOFTWARE`` for them; so does ``python -m api.serve``
+    (granian); the development server's reloader loads the app itself before it starts
+    the child that serves.
     """
-    return os.environ.get("SERVER_SOFTWARE", "").startswith("gunicorn/") or (
+    return os.environ.get("SERVER_SOFTWARE", "").startswith(("gunicorn/", "granian/")) or (
         is_running_from_reloader()
     )
