@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Table, delete, insert, select, text, tuple_, union
 from sqlalchemy.engine import Connection
 
-from identity.db import utcnow
+from identity.db import raw_execute, utcnow
 from identity.feed import changes as feed
 from identity.guards.hashing import EMAIL, PHONE, resolve_key, value_hash
 from identity.guards.policy import FIELD, GuardPolicy, Marks, Value
@@ -46,6 +46,12 @@ def load_marks(
     marks = Marks()
     if not wanted:
         return marks
+    if conn.dialect.name == "postgresql":
+        _pg_marks(conn, policy, wanted, marks, with_erased)
+        if policy.generic_threshold > 0:
+            limit = policy.generic_threshold + 1
+            marks.partners = partners(conn, sorted(set(count_partners)), limit)
+        return marks
     rows = conn.execute(
         select(generic_value.c.field, generic_value.c.value).where(
             tuple_(generic_value.c.field, generic_value.c.value).in_(
@@ -71,6 +77,36 @@ def load_marks(
     if policy.generic_threshold > 0:
         marks.partners = partners(conn, sorted(set(count_partners)), policy.generic_threshold + 1)
     return marks
+
+
+_PG_GENERIC = """
+SELECT g.field, g.value FROM generic_value g
+JOIN unnest(%(fields)s::text[], %(values)s::text[]) AS w(field, value)
+  ON g.field = w.field AND g.value = w.value"""
+_PG_ERASED = """
+SELECT value_hash, erased_at, suppressed FROM erased_value
+WHERE value_hash = ANY(%(hashes)s::text[])"""
+
+
+def _pg_marks(
+    conn: Connection, policy: GuardPolicy, wanted: list[Value], marks: Marks, with_erased: bool
+) -> None:
+    """``load_marks``' two reads on PostgreSQL: one array parameter per list, plain tuples
+    back (a 500-event batch has ~1,000 values: the ``IN`` of tuples compiled per batch
+    was most of apply_events' Python time)."""
+    kinds = {EMAIL: "e", PHONE: "p"}
+    params = {"fields": [_kind(v) for v in wanted], "values": [v[1] for v in wanted]}
+    marks.generic = {(kinds[f], v) for f, v in raw_execute(conn, _PG_GENERIC, params)}
+    key = resolve_key(conn, policy.configured_key)
+    hashes = {value_hash(key, _kind(v), v[1]): v for v in wanted}
+    for value_hash_, erased_at, suppressed in raw_execute(
+        conn, _PG_ERASED, {"hashes": list(hashes)}
+    ):
+        value = hashes[value_hash_]
+        if suppressed:
+            marks.suppressed.add(value)
+        elif with_erased:
+            marks.erased_at[value] = erased_at
 
 
 def partners(conn: Connection, values: Sequence[Value], limit: int) -> dict[Value, set[str]]:
