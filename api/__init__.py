@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
+from typing import Any
 
-from flask import Flask
+from flask import Flask, Response
 from werkzeug.serving import is_running_from_reloader
 
 from identity.db import create_db_engine
@@ -15,6 +17,25 @@ from identity.settings import Settings
 log = logging.getLogger(__name__)
 
 
+class BufferedResponse(Response):
+    """A body already in memory goes to the server as a one-item list, not an iterator.
+
+    The WSGI server then sends it in one call; granian otherwise pulls the chunks of
+    Werkzeug's ``ClosingIterator`` one by one through the GIL, which py-spy showed as the
+    largest single line of a served request's Python time (docs/DECISIONS.md). A body
+    that is not a sequence (a file, a generator) is streamed as before.
+    """
+
+    def get_app_iter(self, environ: Any) -> Iterable[bytes]:
+        app_iter = super().get_app_iter(environ)
+        if not self.is_sequence:
+            return app_iter
+        try:
+            return [b"".join(app_iter)]
+        finally:
+            app_iter.close()  # type: ignore[attr-defined]
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the Flask app for ``settings`` (read from the environment when omitted)."""
     settings = settings or Settings.from_env()
@@ -22,6 +43,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     observability.configure_logging(settings)
     app = Flask(__name__)
+    app.response_class = BufferedResponse
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep SPEC.md's field order
     app.extensions["identity.settings"] = settings
