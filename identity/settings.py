@@ -136,6 +136,7 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "json"  # json (one object a line) or text (for a terminal)
     log_hash_key: Secret = field(default_factory=lambda: Secret(""))  # keys PII hashes in logs
+    access_log_every: int = 1  # INFO access line for 1 in N answers below 400 (errors: all)
 
     @property
     def embedded(self) -> bool:
@@ -209,6 +210,7 @@ class Settings:
             log_level=env.get("LOG_LEVEL", "").strip().upper() or "INFO",
             log_format=_choice(env, "LOG_FORMAT", ("json", "text")),
             log_hash_key=Secret(env.get("LOG_HASH_KEY", "").strip()),
+            access_log_every=_int(env, "ACCESS_LOG_EVERY", 1, minimum=1),
         )
         settings.validate()
         return settings
