@@ -68,3 +68,23 @@ def test_granian_serves_the_app_with_its_ids_errors_logs_and_metrics(pg_url: str
     for forbidden in FORBIDDEN:
         assert forbidden not in log, f"{forbidden!r} appears in the server log"
     server.remove_log()
+
+
+def test_no_view_or_hook_is_a_coroutine() -> None:
+    """create_app skips Flask's per-request coroutine check (api._as_is): keep it true."""
+    import inspect
+
+    from api import create_app
+    from identity.settings import Settings
+
+    app = create_app(Settings())
+    hooks = [
+        *app.view_functions.values(),
+        *(f for fs in app.before_request_funcs.values() for f in fs),
+        *(f for fs in app.after_request_funcs.values() for f in fs),
+        *(f for fs in app.teardown_request_funcs.values() for f in fs),
+        *(f for handlers in app.error_handler_spec.values() for by_code in handlers.values()
+          for f in by_code.values()),
+    ]  # fmt: skip
+    assert hooks and not [f for f in hooks if inspect.iscoroutinefunction(f)]
+    app.extensions["identity.engine"].dispose()
