@@ -106,6 +106,8 @@ def create_db_engine(settings: Settings, **overrides: Any) -> Engine:
         "pool_pre_ping": False,
         "pool_recycle": 1800,
         "hide_parameters": True,  # identifiers are personal data: never in errors or logs
+        # identity.prepared reads it: PREPARE/EXECUTE, or the same SQL as text.
+        "execution_options": {"identity_prepared": settings.db_prepared_statements},
         "connect_args": {
             "options": options,
             "connect_timeout": max(1, int(settings.db_pool_timeout_s)),

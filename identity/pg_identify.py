@@ -256,7 +256,7 @@ def peek(
         return None
     e, p = identifiers.email, identifiers.phone
     params = {"e": e, "p": p} | _hashes(conn, identifiers, policy)
-    row = prepared.run(conn, _PEEK_X.execute, params)[0]
+    row = prepared.run(conn, _PEEK_X.on(conn), params)[0]
     held_email, held_phone, root, clusters, pair_held = row[0], row[1], row[5], row[6], row[7]
     if (
         clusters == 1
@@ -280,7 +280,7 @@ def _screen(
     e, p = identifiers.email, identifiers.phone
     count = e is not None and p is not None and policy.generic_threshold > 0
     params.update(_hashes(conn, identifiers, policy), count=count, n=policy.generic_threshold + 1)
-    row = prepared.run(conn, lock_sql + _GUARDS_X.execute, params)[0]
+    row = prepared.run(conn, lock_sql + _GUARDS_X.on(conn), params)[0]
     marks = Marks()
     if row[0]:
         marks.generic.add(("e", e))  # type: ignore[arg-type]
@@ -338,17 +338,17 @@ def identify(
     identifiers = screened.identifiers
     e, p = identifiers.email, identifiers.phone
     params.update(e=e, p=p)
-    sql = "SAVEPOINT roots;" + _ROOTS_X.execute
+    sql = "SAVEPOINT roots;" + _ROOTS_X.on(conn)
     for _ in range(MAX_ROOT_CHASES):
         roots = _lock_roots(conn, sql, params)
-        sql = "ROLLBACK TO SAVEPOINT roots;" + _ROOTS_X.execute
+        sql = "ROLLBACK TO SAVEPOINT roots;" + _ROOTS_X.on(conn)
         if roots is None:
             continue
         if not roots:  # rule 1 (the identifier locks keep anyone else from adding e or p)
             now = utcnow()
             new_id = prepared.run(
                 conn,
-                _INSERT_X.execute,
+                _INSERT_X.on(conn),
                 params
                 | {"link": None, "precedence": "primary", "created": now, "kind": PERSON_CREATED},
             )[0][0]
@@ -361,7 +361,7 @@ def identify(
             )
         winner = min(roots, key=lambda r: r.age)
         params.update(w=winner.id, roots=[r.id for r in roots])
-        summary = prepared.run(conn, _ANSWER_X.execute, params)[0]
+        summary = prepared.run(conn, _ANSWER_X.on(conn), params)[0]
         if set(summary[6]) != {r.id for r in roots}:
             continue  # a split moved our values under another root: look again
         view = _write(conn, identifiers, roots, winner, summary, params)
@@ -386,21 +386,21 @@ def _write(
     params.update(now=now)
     if decision.demote:  # rule 3: the newer clusters point at the winner, one level deep
         params.update(losers=list(decision.demote))
-        prepared.run(conn, _MERGE_X.execute, params)
+        prepared.run(conn, _MERGE_X.on(conn), params)
         observe.record(conn, observe.MERGE, demoted=len(decision.demote))
         # The merged cluster is the union just aggregated, under the winner.
         return _view(winner.id, summary)
     if decision.insert is Insert.NOTHING:  # rule 4, recording the pair
-        prepared.run(conn, _LINK_X.execute, params)
+        prepared.run(conn, _LINK_X.on(conn), params)
         return _view(winner.id, summary)
     # Rule 2: a secondary never older than its primary, whatever the clocks (I2).
     created: datetime = max(now, winner.created_at)
     params.update(link=winner.id, precedence="secondary", created=created, kind=CONTACT_ADDED)
-    summary = prepared.run(conn, _INSERT_X.execute + ";" + _ANSWER_X.execute, params)[0]
+    summary = prepared.run(conn, _INSERT_X.on(conn) + ";" + _ANSWER_X.on(conn), params)[0]
     return _view(winner.id, summary)
 
 
 def cluster_view(conn: Connection, root_id: int) -> ClusterView:
     """The answer for the cluster under ``root_id``, aggregated in SQL (one row)."""
     params = {"e": None, "p": None, "w": root_id, "roots": [root_id]}
-    return _view(root_id, prepared.run(conn, _ANSWER_X.execute, params)[0])
+    return _view(root_id, prepared.run(conn, _ANSWER_X.on(conn), params)[0])

@@ -6,6 +6,10 @@ sent as text and 15,500 tps prepared, on the same 10,000-contact database and th
 two cores; the plans PostgreSQL keeps for them are the same index scans it plans per
 call (checked with ``EXPLAIN EXECUTE``).
 
+Off with ``DB_PREPARED_STATEMENTS=off`` (behind a pooler in transaction mode, which would
+run an ``EXECUTE`` on another server connection than its ``PREPARE``): the same SQL is
+then sent as text, in the same messages.
+
 psycopg2 has no protocol-level prepare, so this uses SQL ``PREPARE`` / ``EXECUTE``:
 each connection prepares every registered statement once, in the same message as its
 first use (so the first request on a connection sends no extra message and the round
@@ -29,6 +33,12 @@ _PARAM = re.compile(r"%\((\w+)\)s")
 _registry: list[Prepared] = []
 _prepare_all: str | None = None
 _INFO_KEY = "identity.prepared"
+#: The engine's execution option that turns preparing off (``db.create_db_engine``).
+OPTION = "identity_prepared"
+
+
+def enabled(conn: Connection) -> bool:
+    return bool(conn.get_execution_options().get(OPTION, True))
 
 
 class Prepared:
@@ -45,11 +55,16 @@ class Prepared:
 
         body = _PARAM.sub(number, sql).strip().rstrip(";")
         self.name = name
-        self.sql = sql
+        #: the text to send when preparing is off
+        self.sql = sql.strip().rstrip(";")
         self.prepare = f"PREPARE {name} ({', '.join(types[k] for k in order)}) AS {body}"
         #: the text to send (psycopg2 fills the parameters in as literals)
         self.execute = f"EXECUTE {name} ({', '.join(f'%({k})s' for k in order)})"
         _registry.append(self)
+
+    def on(self, conn: Connection) -> str:
+        """What to send for this statement on ``conn``: EXECUTE, or the SQL itself."""
+        return self.execute if enabled(conn) else self.sql
 
 
 def _all() -> str:
@@ -63,7 +78,7 @@ def run(conn: Connection, message: str, params: Mapping[str, Any]) -> list[tuple
     """Send ``message`` (which may hold ``EXECUTE`` of registered statements) in one round
     trip, preparing every registered statement first on a connection that has not yet."""
     info = conn.connection.info
-    if info.get(_INFO_KEY):
+    if info.get(_INFO_KEY) or not enabled(conn):
         return raw_execute(conn, message, params)
     rows = raw_execute(conn, _all() + message, params)
     info[_INFO_KEY] = True

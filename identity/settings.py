@@ -137,6 +137,7 @@ class Settings:
     log_format: str = "json"  # json (one object a line) or text (for a terminal)
     log_hash_key: Secret = field(default_factory=lambda: Secret(""))  # keys PII hashes in logs
     access_log_every: int = 1  # INFO access line for 1 in N answers below 400 (errors: all)
+    db_prepared_statements: bool = True  # off behind a transaction-mode pooler
 
     @property
     def embedded(self) -> bool:
@@ -211,6 +212,7 @@ class Settings:
             log_format=_choice(env, "LOG_FORMAT", ("json", "text")),
             log_hash_key=Secret(env.get("LOG_HASH_KEY", "").strip()),
             access_log_every=_int(env, "ACCESS_LOG_EVERY", 1, minimum=1),
+            db_prepared_statements=_choice(env, "DB_PREPARED_STATEMENTS", ("on", "off")) == "on",
         )
         settings.validate()
         return settings
