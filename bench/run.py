@@ -178,6 +178,12 @@ def bench_sync(
     return out
 
 
+def checkpoint(results: dict[str, Any], out_dir: Path) -> None:
+    """What is measured so far, in case a later part fails (a run takes most of an hour)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.partial.json").write_text(json.dumps(results, indent=1) + "\n")
+
+
 def main() -> int:
     ensure_tools()
     sizes = env_list("BENCH_SIZES", "10k,1m")
@@ -236,6 +242,7 @@ def main() -> int:
                 entry["clusters"] = growth.cluster_costs(url)
                 entry["plans"] = growth.plan_costs(url)
         results["sizes"][label] = entry
+        checkpoint(results, out_dir)
         seed.drop(plan.database)
     plan = seed.SeedPlan(largest, SIZES[largest], growth=SIZES[largest] >= 100_000)
     if {"async", "erasure", "compare"} & parts:
@@ -245,6 +252,7 @@ def main() -> int:
 
         log(f"async: {async_bench.EVENTS:,} events into {largest} contacts, 1 and 2 partitions")
         results["async"] = async_bench.run(runs=runs, log=log, plan=plan)
+        checkpoint(results, out_dir)
     if "compare" in parts:
         events = int(os.environ.get("BENCH_COMPARE_EVENTS", "20000"))
         log(f"compare events: apply_events direct, {events:,} events, 2 threads, {largest}")
@@ -255,11 +263,13 @@ def main() -> int:
         from bench import erasure
 
         log(f"erasure: one value of the 10,000-contact cluster, a list of 1,000, {largest}")
+        checkpoint(results, out_dir)
         results["erasure"] = erasure.run(plan, seed.people_count(plan))
         log(f"  erasure: {json.dumps(results['erasure'])}")
     results["load_after"] = os.getloadavg()
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    (out_dir / "results.partial.json").unlink(missing_ok=True)
     report.write(results, out_dir)
     log(f"wrote {out_dir / 'RESULTS.md'} and {out_dir / 'throughput.png'}")
     return 0
