@@ -355,12 +355,11 @@ def test_access_lines_can_be_sampled_and_errors_never_are(
     settings: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """ACCESS_LOG_EVERY=3: one line for every third answer below 400, each error logged."""
-    from dataclasses import replace
 
     from api import create_app
     from identity.settings import Settings
 
-    app = create_app(replace(settings, access_log_every=3))
+    app = create_app(settings.model_copy(update={"access_log_every": 3}))
     client = app.test_client()
     with caplog.at_level(logging.INFO, logger="api.access"):
         for i in range(6):
