@@ -18,4 +18,6 @@ COPY alembic.ini gunicorn.conf.py flowerconfig.py ./
 RUN useradd --system --home /app app
 USER app
 EXPOSE 8000 5555
-CMD ["gunicorn", "-c", "gunicorn.conf.py", "api:create_app()"]
+# granian (api/serve.py), chosen by measurement (docs/DECISIONS.md); gunicorn also works:
+# CMD ["gunicorn", "-c", "gunicorn.conf.py", "api:create_app()"]
+CMD ["python", "-m", "api.serve"]

@@ -18,7 +18,8 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from bench.seed import GROWTH_CLUSTERS, growth_email, growth_phone, person_email, person_phone
-from identity.graph import services
+from identity.graph import pg_identify, services
+from identity.guards.policy import GuardPolicy
 from identity.normalize import Identifiers
 from identity.settings import Secret, Settings
 from identity.storage.db import create_db_engine, run_in_transaction, run_read_only
@@ -39,6 +40,17 @@ def portable_identify(conn: Any, *, identifiers: Identifiers) -> Any:
 def route_identify(conn: Any, *, identifiers: Identifiers) -> Any:
     """What POST /identify runs inside its transaction once the lock-free read said no."""
     return services.identify(conn, identifiers=identifiers, peeked=True)
+
+
+#: The growth clusters share one email among thousands of phones: generic under the
+#: default guards, so a "secondary into 10,000" would be a generic mark and a new person.
+#: The cluster figures measure the rules' own work, guards' counting off (as
+#: tests/integration/test_round_trips.py does); per_request_cost keeps the defaults.
+NO_GENERIC = GuardPolicy(generic_threshold=0)
+
+
+def rules_identify(conn: Any, *, identifiers: Identifiers) -> Any:
+    return services.identify(conn, identifiers=identifiers, peeked=True, policy=NO_GENERIC)
 
 
 def timed(
@@ -113,6 +125,7 @@ def cluster_costs(url: str, repeats: int = 15) -> dict[str, Any]:
     out: dict[str, Any] = {}
     try:
         for label, path in (("pg", None), ("portable", portable_identify)):
+            write_path = rules_identify if path is None else path
             for name in ("one", "hundred", "tenk"):
                 size = GROWTH_CLUSTERS[name]
                 look = [
@@ -123,7 +136,7 @@ def cluster_costs(url: str, repeats: int = 15) -> dict[str, Any]:
                     timed(
                         engine,
                         Identifiers(growth_email(name), f"2{i:09d}"),
-                        path=path,
+                        path=write_path,
                         rollback=True,
                     )
                     for i in range(repeats)
@@ -138,7 +151,7 @@ def cluster_costs(url: str, repeats: int = 15) -> dict[str, Any]:
                 timed(
                     engine,
                     Identifiers(growth_email("mergea"), growth_phone("mergeb")),
-                    path=path,
+                    path=write_path,
                     rollback=True,
                 )
                 for _ in range(max(3, repeats // 3))
@@ -146,6 +159,55 @@ def cluster_costs(url: str, repeats: int = 15) -> dict[str, Any]:
             out[f"{label}:merge:10000+10000"] = summary([t for t, _ in merge]) | {
                 "round_trips": merge[-1][1]
             }
+    finally:
+        engine.dispose()
+    return out
+
+
+def plan_costs(url: str, repeats: int = 9) -> dict[str, Any]:
+    """Planning and execution of the lock-free read (``_PEEK``) and the answer
+    (``_ANSWER``) for clusters of 1, 100 and 10,000 rows, from ``EXPLAIN ANALYZE``:
+    sent as text (planned every time) and as the prepared statement the service runs
+    (its generic plan, planned once). Medians in ms."""
+    engine = make_engine(url)
+    out: dict[str, Any] = {}
+
+    def explain(conn: Any, sql: str) -> tuple[float, float]:
+        plan = conn.exec_driver_sql(f"EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) {sql}")
+        doc = plan.scalar_one()[0]
+        return float(doc.get("Planning Time", 0.0)), float(doc["Execution Time"])
+
+    try:
+        with engine.connect() as conn:
+            for name in ("one", "hundred", "tenk"):
+                size = GROWTH_CLUSTERS[name]
+                email = growth_email(name)
+                root = conn.exec_driver_sql(
+                    "SELECT min(id) FROM contact WHERE email = %(e)s", {"e": email}
+                ).scalar_one()
+                values = {"e": f"'{email}'", "p": "NULL", "he": "md5('x')", "hp": "NULL"}
+                answer = {"e": f"'{email}'", "p": "NULL", "w": str(root)}
+                statements = {
+                    "peek": (pg_identify._PEEK % values, pg_identify._PEEK_X, values),
+                    "answer": (
+                        pg_identify._ANSWER % (answer | {"roots": f"ARRAY[{root}]"}),
+                        pg_identify._ANSWER_X,
+                        answer | {"roots": f"ARRAY[{root}]::int[]"},
+                    ),
+                }
+                for what, (text_sql, prepared, literals) in statements.items():
+                    texts = [explain(conn, text_sql) for _ in range(repeats)]
+                    conn.exec_driver_sql(f"DEALLOCATE ALL; {prepared.prepare}")
+                    execute = prepared.execute.replace("%(", "{").replace(")s", "}")
+                    execute = execute.format(**literals)
+                    runs = [explain(conn, execute) for _ in range(repeats)]
+                    conn.exec_driver_sql("DEALLOCATE ALL")
+                    out[f"{what}:{size}"] = {
+                        "text_planning_ms": statistics.median(p for p, _ in texts),
+                        "text_execution_ms": statistics.median(e for _, e in texts),
+                        "prepared_execution_ms": statistics.median(e for _, e in runs[5:]),
+                    }
+            conn.rollback()
     finally:
         engine.dispose()
     return out

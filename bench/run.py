@@ -6,7 +6,13 @@ Environment (all optional):
 - ``BENCH_CLIENTS``: wrk/pgbench concurrency levels, default ``1,8,32,64,256``;
 - ``BENCH_RUNS``: runs per point (medians reported with min..max), default 3;
 - ``BENCH_SECONDS``: seconds per run, default 10 (plus a 2 s warm-up);
-- ``BENCH_PARTS``: any of ``sync,growth,async``, default all;
+- ``BENCH_PARTS``: any of ``sync,compare,growth,async,erasure``, default all;
+- ``BENCH_SYNC_SIZES``: the sizes the sync tables are measured at, default all of them;
+- ``BENCH_CEILINGS``: the pgbench ceilings beside each wrk run (bench/ceiling.py), default
+  ``ours,minimal,minimal_prepared``;
+- ``BENCH_COMPARE_CLIENTS``: the concurrency of the side-by-side comparison
+  (bench/compare.py: servers, guards off, the commit before the graph work), default 32;
+- ``BENCH_SERVER``: the server of the main tables, ``granian`` (default) or ``gunicorn``;
 - ``BENCH_OUT``: where RESULTS.md, results.json and the plot go, default docs/benchmarks;
 - ``BENCH_WEB_CONCURRENCY``, ``BENCH_WEB_THREADS``, ``BENCH_DB_POOL_SIZE``,
   ``BENCH_DB_MAX_OVERFLOW``, ``BENCH_LOG_LEVEL``: server knobs (bench/sync.py).
@@ -29,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import ceiling, growth, report, seed, sync
+from bench import ceiling, compare, growth, report, seed, sync
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"10k": 10_000, "100k": 100_000, "1m": 1_000_000, "10m": 10_000_000}
@@ -102,13 +108,15 @@ def bench_sync(
     clients: list[int],
     runs: int,
     seconds: int,
-    scripts: dict[Path, int],
+    scripts: dict[str, dict[Path, int]],
+    ceilings: list[str],
 ) -> dict[str, Any]:
-    """wrk against gunicorn, then pgbench, per concurrency level, alternating, ``runs`` times."""
+    """wrk against the server, then each pgbench ceiling, per concurrency level,
+    alternating, ``runs`` times."""
     out: dict[str, Any] = {}
     for c in clients:
         ours: list[dict[str, Any]] = []
-        theirs: list[dict[str, float]] = []
+        theirs: dict[str, list[dict[str, float]]] = {name: [] for name in ceilings}
         loads: list[float] = []
         for r in range(runs):
             nonce = f"{(int(time.time()) + r) % 9000 + 1000}"
@@ -124,21 +132,26 @@ def bench_sync(
             n = int(ours[-1]["requests"])
             ours[-1]["server_cpu_ms"] = (after["server"] - before["server"]) * 1000 / n
             ours[-1]["pg_cpu_ms"] = (after["postgres"] - before["postgres"]) * 1000 / n
-            seed.fresh_copy(plan)
-            theirs.append(
-                ceiling.run_pgbench(
-                    plan.database,
-                    scripts,
-                    clients=min(c, ceiling.MAX_CLIENTS),
-                    seconds=seconds,
-                    people=people,
-                    nonce=nonce,
+            for name in ceilings:
+                script_set, mode = ceiling.CEILINGS[name]
+                seed.fresh_copy(plan)
+                theirs[name].append(
+                    ceiling.run_pgbench(
+                        plan.database,
+                        scripts[script_set],
+                        clients=min(c, ceiling.MAX_CLIENTS),
+                        seconds=seconds,
+                        people=people,
+                        nonce=nonce,
+                        mode=mode,
+                    )
                 )
-            )
             log(
                 f"  {plan.label} c={c} run {r + 1}: {ours[-1]['rps']:.0f} req/s"
-                f" p99 {int(ours[-1]['p99_us']) / 1000:.1f} ms; pgbench {theirs[-1]['tps']:.0f} tps"
-                f" (load {os.getloadavg()[0]:.2f})"
+                f" p99 {int(ours[-1]['p99_us']) / 1000:.1f} ms"
+                f" server {ours[-1]['server_cpu_ms']:.2f} ms pg {ours[-1]['pg_cpu_ms']:.2f} ms;"
+                + "".join(f" {n} {theirs[n][-1]['tps']:.0f} tps" for n in ceilings)
+                + f" (load {os.getloadavg()[0]:.2f})"
             )
         out[str(c)] = {
             "rps": spread([float(x["rps"]) for x in ours]),
@@ -146,17 +159,29 @@ def bench_sync(
             "p99_ms": spread([int(x["p99_us"]) / 1000 for x in ours]),
             "errors": sum(int(x["other_errors"]) for x in ours),
             "s503": sum(int(x["s503"]) for x in ours),
+            "s422": sum(int(x["s422"]) for x in ours),
             "requests": sum(int(x["requests"]) for x in ours),
-            "ceiling_tps": spread([x["tps"] for x in theirs]),
-            "ceiling_failed": sum(int(x["failed"]) for x in theirs),
             "load": spread(loads),
             "server_cpu_ms": spread([float(x["server_cpu_ms"]) for x in ours]),
             "pg_cpu_ms": spread([float(x["pg_cpu_ms"]) for x in ours]),
-            "ratio": spread(
-                [float(o["rps"]) / t["tps"] for o, t in zip(ours, theirs, strict=True)]
-            ),
+            "ceilings": {
+                name: {
+                    "tps": spread([x["tps"] for x in runs_]),
+                    "failed": sum(int(x["failed"]) for x in runs_),
+                    "ratio": spread(
+                        [float(o["rps"]) / t["tps"] for o, t in zip(ours, runs_, strict=True)]
+                    ),
+                }
+                for name, runs_ in theirs.items()
+            },
         }
     return out
+
+
+def checkpoint(results: dict[str, Any], out_dir: Path) -> None:
+    """What is measured so far, in case a later part fails (a run takes most of an hour)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.partial.json").write_text(json.dumps(results, indent=1) + "\n")
 
 
 def main() -> int:
@@ -165,7 +190,10 @@ def main() -> int:
     clients = [int(c) for c in env_list("BENCH_CLIENTS", "1,8,32,64,256")]
     runs = int(os.environ.get("BENCH_RUNS", "3"))
     seconds = int(os.environ.get("BENCH_SECONDS", "10"))
-    parts = set(env_list("BENCH_PARTS", "sync,growth,async"))
+    parts = set(env_list("BENCH_PARTS", "sync,compare,growth,async,erasure"))
+    ceilings = env_list("BENCH_CEILINGS", ",".join(ceiling.CEILINGS))
+    sync_sizes = env_list("BENCH_SYNC_SIZES", ",".join(sizes))
+    compare_clients = int(os.environ.get("BENCH_COMPARE_CLIENTS", "32"))
     out_dir = Path(os.environ.get("BENCH_OUT", ROOT / "docs" / "benchmarks"))
     results: dict[str, Any] = {
         "machine": machine(),
@@ -176,6 +204,9 @@ def main() -> int:
             "runs": runs,
             "seconds": seconds,
             "parts": sorted(parts),
+            "ceilings": ceilings,
+            "sync_sizes": sync_sizes,
+            "server": sync.SERVER,
         },
         "load_before": os.getloadavg(),
         "sizes": {},
@@ -193,9 +224,14 @@ def main() -> int:
         seed.seed_template(plan, log=log)
         people = seed.people_count(plan)
         entry: dict[str, Any] = {"contacts": plan.contacts, "people": people}
-        if "sync" in parts:
-            log(f"sync {label}: wrk vs pgbench ceiling")
-            entry["sync"] = bench_sync(plan, people, clients, runs, seconds, scripts)
+        if "sync" in parts and label in sync_sizes:
+            log(f"sync {label}: wrk vs pgbench ceilings")
+            entry["sync"] = bench_sync(plan, people, clients, runs, seconds, scripts, ceilings)
+        if "compare" in parts and label == sizes[0]:
+            log(f"compare {label}: servers, guards off, {compare.OLD_COMMIT} side by side")
+            entry["compare"] = compare.sync_side_by_side(
+                plan, people, clients=compare_clients, runs=runs, seconds=seconds, log=log
+            )
         if "growth" in parts:
             log(f"growth {label}: per-request cost and round trips (one client, in-process)")
             url = seed.fresh_copy(plan)
@@ -204,17 +240,36 @@ def main() -> int:
             if plan.growth:
                 log(f"growth {label}: clusters of 1, 100, 10,000; a 10k + 10k merge")
                 entry["clusters"] = growth.cluster_costs(url)
+                entry["plans"] = growth.plan_costs(url)
         results["sizes"][label] = entry
+        checkpoint(results, out_dir)
         seed.drop(plan.database)
+    plan = seed.SeedPlan(largest, SIZES[largest], growth=SIZES[largest] >= 100_000)
+    if {"async", "erasure", "compare"} & parts:
+        seed.seed_template(plan, log=log)
     if "async" in parts:
         from bench import async_bench
 
-        plan = seed.SeedPlan(largest, SIZES[largest], growth=SIZES[largest] >= 100_000)
         log(f"async: {async_bench.EVENTS:,} events into {largest} contacts, 1 and 2 partitions")
         results["async"] = async_bench.run(runs=runs, log=log, plan=plan)
+        checkpoint(results, out_dir)
+    if "compare" in parts:
+        events = int(os.environ.get("BENCH_COMPARE_EVENTS", "20000"))
+        log(f"compare events: apply_events direct, {events:,} events, 2 threads, {largest}")
+        results["events_compare"] = compare.events_side_by_side(
+            plan, seed.people_count(plan), events=events, partitions=2, runs=runs, log=log
+        )
+    if "erasure" in parts:
+        from bench import erasure
+
+        log(f"erasure: one value of the 10,000-contact cluster, a list of 1,000, {largest}")
+        checkpoint(results, out_dir)
+        results["erasure"] = erasure.run(plan, seed.people_count(plan))
+        log(f"  erasure: {json.dumps(results['erasure'])}")
     results["load_after"] = os.getloadavg()
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    (out_dir / "results.partial.json").unlink(missing_ok=True)
     report.write(results, out_dir)
     log(f"wrote {out_dir / 'RESULTS.md'} and {out_dir / 'throughput.png'}")
     return 0

@@ -115,6 +115,10 @@ class Settings(BaseSettings):
     log_level: str = env("LOG_LEVEL", "INFO")
     log_format: Literal["json", "text"] = env("LOG_FORMAT", "json")
     log_hash_key: Secret = env("LOG_HASH_KEY", _UNSET)  # keys the hashes of PII in logs
+    #: at INFO, one access line per N answers below 400 (every error is logged)
+    access_log_every: Positive = env("ACCESS_LOG_EVERY", 1)
+    #: prepared statements on the hot path; off behind a transaction-mode pooler
+    db_prepared_statements: bool = env("DB_PREPARED_STATEMENTS", True)
 
     @field_validator("default_phone_region", mode="before")
     @classmethod
@@ -132,7 +136,7 @@ class Settings(BaseSettings):
             return value
         return value.upper() if info.field_name == "log_level" else value.lower()
 
-    @field_validator("blocked_defaults", mode="before")
+    @field_validator("blocked_defaults", "db_prepared_statements", mode="before")
     @classmethod
     def _on_off(cls, value: object) -> object:
         if isinstance(value, str):

@@ -17,7 +17,7 @@ from identity.settings import Settings
 def procfile(settings: Settings, python: str = sys.executable) -> str:
     py = shlex.quote(python)
     lines = [
-        f"api: {py} -m gunicorn -c gunicorn.conf.py 'api:create_app()'",
+        f"api: {py} -m api.serve",
         f"relay: {py} -m worker.relay",
         f"bridge: {py} -m worker.stream_bridge",
         *(f"worker{p}: {py} -m worker.partition {p}" for p in range(settings.identity_partitions)),

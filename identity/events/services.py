@@ -39,7 +39,7 @@ from identity.graph.services import MAX_ROOT_CHASES
 from identity.guards.policy import GuardPolicy, record_ignored, screen, values_of
 from identity.guards.store import load_marks, mark_generic
 from identity.normalize import Identifiers
-from identity.storage.db import utcnow
+from identity.storage.db import raw_execute, utcnow
 from identity.storage.locking import advisory_key, identifier_keys, lock_keys
 from identity.storage.models import Contact, DeadLetter, EventInbox, ProcessedEvent
 
@@ -132,6 +132,52 @@ def _row(r: Any) -> Row:
     )
 
 
+# The batch's rows and roots on PostgreSQL: plain SQL with one array parameter per list,
+# sent on the raw cursor (``db.raw_execute``) and read as tuples. Building SQLAlchemy
+# ``Row`` objects for the ~2,000 rows a 500-event batch touches, twice (before and after
+# the root locks), was about a fifth of apply_events' Python time.
+_PG_MATCHING = """
+SELECT id, email, phone_number, linked_id, created_at FROM contact
+WHERE deleted_at IS NULL
+  AND (email = ANY(%(emails)s::text[]) OR phone_number = ANY(%(phones)s::text[]))"""
+_PG_LOCK_ROOTS = """
+SELECT id, email, phone_number, linked_id, created_at FROM contact
+WHERE deleted_at IS NULL AND id = ANY(%(roots)s::integer[]) ORDER BY id FOR UPDATE"""
+
+
+def _tuple_row(r: tuple[Any, ...]) -> Row:
+    return Row(id=r[0], email=r[1], phone=r[2], linked_id=r[3], created_at=r[4])
+
+
+def _pg_lock_batch_roots(
+    conn: Connection, emails: list[str], phones: list[str]
+) -> tuple[list[Row], list[Row]]:
+    """``_lock_batch_roots`` on PostgreSQL, the same protocol on tuples."""
+    params: dict[str, Any] = {"emails": emails, "phones": phones}
+
+    def roots_of(rows: list[tuple[Any, ...]]) -> list[int]:
+        return sorted({r[3] if r[3] is not None else r[0] for r in rows})
+
+    rows = raw_execute(conn, _PG_MATCHING, params)
+    for _ in range(MAX_ROOT_CHASES):
+        root_ids = roots_of(rows)
+        if not root_ids:
+            return [], []
+        raw_execute(conn, "SAVEPOINT batch_roots", {})
+        roots = raw_execute(conn, _PG_LOCK_ROOTS, {"roots": root_ids})
+        if len(roots) == len(root_ids) and all(r[3] is None for r in roots):
+            # Read the rows again now that the roots are locked: an erasure may have
+            # split a cluster (promoting a row nobody locked) or cleared a value.
+            rows = raw_execute(conn, _PG_MATCHING, params)
+            if roots_of(rows) == root_ids:
+                raw_execute(conn, "RELEASE SAVEPOINT batch_roots", {})  # locks pass up
+                return [_tuple_row(r) for r in rows], [_tuple_row(r) for r in roots]
+        else:
+            rows = raw_execute(conn, _PG_MATCHING, params)
+        raw_execute(conn, "ROLLBACK TO SAVEPOINT batch_roots", {})
+    raise TransientConflict("cluster roots kept moving under concurrent merges")
+
+
 def _lock_batch_roots(
     conn: Connection, emails: list[str], phones: list[str]
 ) -> tuple[list[Row], list[Row]]:
@@ -140,6 +186,8 @@ def _lock_batch_roots(
     Same protocol as ``services.lock_roots``: lock in id order, then re-check that each
     locked row is still a root; a concurrent merge sends us round again.
     """
+    if conn.dialect.name == "postgresql":
+        return _pg_lock_batch_roots(conn, emails, phones)
     columns = (c.id, c.email, c.phone_number, c.linked_id, c.created_at)
     matches = []
     if emails:
@@ -298,7 +346,9 @@ def apply_events(
     def real(ref: Ref) -> int:
         return ids[ref.index] if isinstance(ref, NewRef) else ref
 
-    if plan.new_rows:
+    if plan.new_rows and conn.dialect.name == "postgresql":
+        raw_execute(conn, _PG_INSERT_CONTACTS, _contact_arrays(plan.new_rows, ids, real))
+    elif plan.new_rows:
         conn.execute(
             insert(contact),
             [
@@ -319,6 +369,26 @@ def apply_events(
     record_links(conn, [(e, p, causes[n]) for n, e, p in plan.links], now)
     feed.record(conn, [_resolve(ch, real, before, causes) for ch in plan.changes], now)
     return BatchResult(len(fresh_events), duplicates, len(plan.new_rows), len(plan.relinks))
+
+
+# The batch's new contacts: one array a column, whatever the count.
+_PG_INSERT_CONTACTS = """
+INSERT INTO contact (id, email, phone_number, linked_id, link_precedence, created_at, updated_at)
+SELECT i, e, p, l, k, t, t FROM unnest(%(i)s::integer[], %(e)s::text[], %(p)s::text[],
+    %(l)s::integer[], %(k)s::text[], %(t)s::timestamptz[]) AS x(i, e, p, l, k, t)"""
+
+
+def _contact_arrays(
+    new_rows: Sequence[Any], ids: list[int], real: Callable[[Ref], int]
+) -> dict[str, list[Any]]:
+    return {
+        "i": [ids[n.index] for n in new_rows],
+        "e": [n.email for n in new_rows],
+        "p": [n.phone for n in new_rows],
+        "l": [None if n.is_primary else real(n.root) for n in new_rows],
+        "k": ["primary" if n.is_primary else "secondary" for n in new_rows],
+        "t": [n.created_at for n in new_rows],
+    }
 
 
 def _screen_batch(

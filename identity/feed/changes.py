@@ -17,6 +17,7 @@ Payloads hold contact ids only, never an email or a phone.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -26,7 +27,7 @@ from sqlalchemy import Table, bindparam, delete, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from identity.storage.db import utcnow
+from identity.storage.db import raw_execute, utcnow
 from identity.storage.models import Change, ChangeSubject, FeedState
 
 change: Table = Change.__table__  # type: ignore[assignment]
@@ -101,6 +102,9 @@ def record(conn: Connection, changes: Sequence[NewChange], at: datetime | None =
     if not changes:
         return
     at = at or utcnow()
+    if conn.dialect.name == "postgresql":
+        _pg_record(conn, changes, at)
+        return
     ids = (
         conn.execute(
             insert(change).returning(change.c.id, sort_by_parameter_order=True),
@@ -116,6 +120,43 @@ def record(conn: Connection, changes: Sequence[NewChange], at: datetime | None =
     ]
     if rows:
         conn.execute(insert(subject), rows)
+
+
+def _pg_record(conn: Connection, changes: Sequence[NewChange], at: datetime) -> None:
+    """``record`` on PostgreSQL in two messages whatever the count: the ids are drawn from
+    the table's sequence first (ascending, in the order of ``changes``, as the portable
+    path's ``RETURNING`` in parameter order gives them), then every row and every subject
+    goes in as one array a column (no per-row statement to compile)."""
+    ids = sorted(
+        r[0]
+        for r in raw_execute(
+            conn,
+            "SELECT nextval(pg_get_serial_sequence('change', 'id')) FROM generate_series(1, %(n)s)",
+            {"n": len(changes)},
+        )
+    )
+    subjects = [
+        (change_id, contact_id)
+        for change_id, c in zip(ids, changes, strict=True)
+        for contact_id in sorted(set(c.subjects))
+    ]
+    raw_execute(
+        conn,
+        "INSERT INTO change (id, kind, payload, at, cause)"
+        " SELECT i, k, p, %(at)s, c FROM unnest(%(i)s::bigint[], %(k)s::text[],"
+        " %(p)s::json[], %(c)s::text[]) AS x(i, k, p, c);"
+        "INSERT INTO change_subject (change_id, contact_id)"
+        " SELECT * FROM unnest(%(si)s::bigint[], %(sc)s::integer[])",
+        {
+            "i": ids,
+            "k": [c.kind for c in changes],
+            "p": [json.dumps(c.payload) for c in changes],
+            "c": [c.cause for c in changes],
+            "at": at,
+            "si": [s for s, _ in subjects],
+            "sc": [c for _, c in subjects],
+        },
+    )
 
 
 # --- Sequencing and reading -----------------------------------------------------------

@@ -9,6 +9,7 @@ from sqlalchemy import Table, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from identity.storage.db import raw_execute
 from identity.storage.models import Link
 
 link: Table = Link.__table__  # type: ignore[assignment]
@@ -20,9 +21,25 @@ def record_links(
     conn: Connection, pairs: Iterable[tuple[str, str, str | None]], at: datetime
 ) -> None:
     """Insert links ``(email, phone, cause)``; a pair already on record is left as it is."""
-    rows = [{"email": e, "phone_number": p, "created_at": at, "cause": c} for e, p, c in pairs]
-    if not rows:
+    pairs = list(pairs)
+    if not pairs:
         return
+    if conn.dialect.name == "postgresql":
+        # One array a column, whatever the count (an event batch records hundreds).
+        raw_execute(
+            conn,
+            "INSERT INTO link (email, phone_number, created_at, cause)"
+            " SELECT e, p, %(at)s, c FROM unnest(%(e)s::text[], %(p)s::text[], %(c)s::text[])"
+            " AS x(e, p, c) ON CONFLICT DO NOTHING",
+            {
+                "e": [e for e, _, _ in pairs],
+                "p": [p for _, p, _ in pairs],
+                "c": [c for _, _, c in pairs],
+                "at": at,
+            },
+        )
+        return
+    rows = [{"email": e, "phone_number": p, "created_at": at, "cause": c} for e, p, c in pairs]
     module = postgresql if conn.dialect.name == "postgresql" else sqlite
     conn.execute(module.insert(link).on_conflict_do_nothing(), rows)
 
@@ -32,6 +49,15 @@ def linked_pairs(conn: Connection, pairs: Iterable[Pair]) -> set[Pair]:
     wanted = sorted(set(pairs))
     if not wanted:
         return set()
+    if conn.dialect.name == "postgresql":
+        found = raw_execute(
+            conn,
+            "SELECT l.email, l.phone_number FROM link l"
+            " JOIN unnest(%(e)s::text[], %(p)s::text[]) AS w(e, p)"
+            " ON l.email = w.e AND l.phone_number = w.p",
+            {"e": [e for e, _ in wanted], "p": [p for _, p in wanted]},
+        )
+        return {(e, p) for e, p in found}
     condition = tuple_(link.c.email, link.c.phone_number).in_(wanted)
     rows = conn.execute(select(link.c.email, link.c.phone_number).where(condition)).all()
     return {(r.email, r.phone_number) for r in rows}

@@ -16,8 +16,10 @@ changes is how many messages go to the server and how much of the cluster comes 
    the fresh answer.
 
 Statements per request: rule 4 one; rule 1 three; rules 2 and 3 four (plus BEGIN and
-COMMIT), whatever the size of the table or the cluster. The statements are plain SQL
-text sent through ``exec_driver_sql``: nothing to compile per request.
+COMMIT), whatever the size of the table or the cluster. The statements are prepared on
+the server once per connection (``identity.storage.prepared``: planning them was most of their
+cost) and sent on the raw DBAPI cursor (``db.raw_execute``): nothing to compile, plan or
+wrap per request.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from identity.guards.policy import (
 )
 from identity.guards.store import mark_generic
 from identity.normalize import Identifiers
+from identity.storage import prepared
 from identity.storage.db import utcnow
 from identity.storage.locking import advisory_key, identifier_keys
 
@@ -199,6 +202,28 @@ _LINK = """
 INSERT INTO link (email, phone_number, created_at, cause)
 VALUES (%(e)s, %(p)s, %(now)s, %(cause)s) ON CONFLICT DO NOTHING"""
 
+# Every statement above, prepared once per connection (``identity.storage.prepared``).
+_T, _I, _IA, _TS = "text", "integer", "integer[]", "timestamptz"
+_PEEK_X = prepared.Prepared("identity_peek", _PEEK, {"e": _T, "p": _T, "he": _T, "hp": _T})
+_ROOTS_X = prepared.Prepared("identity_roots", _ROOTS, {"e": _T, "p": _T})
+_ANSWER_X = prepared.Prepared("identity_answer", _ANSWER, {"e": _T, "p": _T, "w": _I, "roots": _IA})
+_GUARDS_X = prepared.Prepared(
+    "identity_guards",
+    _GUARDS,
+    {"e": _T, "p": _T, "he": _T, "hp": _T, "count": "boolean", "n": _I},
+)
+_INSERT_X = prepared.Prepared(
+    "identity_insert",
+    _INSERT,
+    {"e": _T, "p": _T, "link": _I, "precedence": _T, "created": _TS, "kind": _T, "cause": _T},
+)
+_MERGE_X = prepared.Prepared(
+    "identity_merge",
+    _MERGE,
+    {"w": _I, "losers": _IA, "now": _TS, "e": _T, "p": _T, "cause": _T},
+)
+_LINK_X = prepared.Prepared("identity_link", _LINK, {"e": _T, "p": _T, "now": _TS, "cause": _T})
+
 # How often the roots may move under us (concurrent merges) before the whole
 # transaction is retried; the same bound as services.MAX_ROOT_CHASES.
 MAX_ROOT_CHASES = 16
@@ -214,13 +239,10 @@ _LOCK_SQL = {n: _lock_sql(n) for n in (1, 2)}
 
 def _lock_roots(conn: Connection, sql: str, params: dict[str, Any]) -> list[Row] | None:
     """Run the root lookup ``FOR UPDATE``; None when a locked row is no longer a root."""
-    rows = conn.exec_driver_sql(sql, params).all()
-    if not all(r.linked_id is None for r in rows):
+    rows = prepared.run(conn, sql, params)
+    if not all(r[3] is None for r in rows):
         return None
-    return [
-        Row(id=r.id, email=r.email, phone=r.phone_number, linked_id=None, created_at=r[4])
-        for r in rows
-    ]
+    return [Row(id=r[0], email=r[1], phone=r[2], linked_id=None, created_at=r[4]) for r in rows]
 
 
 def _view(primary_id: int, row: Sequence[Any]) -> ClusterView:
@@ -254,7 +276,7 @@ def peek(
         return None
     e, p = identifiers.email, identifiers.phone
     params = {"e": e, "p": p} | _hashes(conn, identifiers, policy)
-    row = conn.exec_driver_sql(_PEEK, params).one()
+    row = prepared.run(conn, _PEEK_X.on(conn), params)[0]
     held_email, held_phone, root, clusters, pair_held = row[0], row[1], row[5], row[6], row[7]
     if (
         clusters == 1
@@ -278,7 +300,7 @@ def _screen(
     e, p = identifiers.email, identifiers.phone
     count = e is not None and p is not None and policy.generic_threshold > 0
     params.update(_hashes(conn, identifiers, policy), count=count, n=policy.generic_threshold + 1)
-    row = conn.exec_driver_sql(lock_sql + _GUARDS, params).one()
+    row = prepared.run(conn, lock_sql + _GUARDS_X.on(conn), params)[0]
     marks = Marks()
     if row[0]:
         marks.generic.add(("e", e))  # type: ignore[arg-type]
@@ -341,19 +363,20 @@ def identify(
     identifiers = screened.identifiers
     e, p = identifiers.email, identifiers.phone
     params.update(e=e, p=p)
-    sql = "SAVEPOINT roots;" + _ROOTS
+    sql = "SAVEPOINT roots;" + _ROOTS_X.on(conn)
     for _ in range(MAX_ROOT_CHASES):
         roots = _lock_roots(conn, sql, params)
-        sql = "ROLLBACK TO SAVEPOINT roots;" + _ROOTS
+        sql = "ROLLBACK TO SAVEPOINT roots;" + _ROOTS_X.on(conn)
         if roots is None:
             continue
         if not roots:  # rule 1 (the identifier locks keep anyone else from adding e or p)
             now = utcnow()
-            new_id = conn.exec_driver_sql(
-                _INSERT,
+            new_id = prepared.run(
+                conn,
+                _INSERT_X.on(conn),
                 params
                 | {"link": None, "precedence": "primary", "created": now, "kind": PERSON_CREATED},
-            ).scalar_one()
+            )[0][0]
             return ClusterView(
                 primary_id=new_id,
                 emails=(e,) if e is not None else (),
@@ -363,7 +386,7 @@ def identify(
             )
         winner = min(roots, key=lambda r: r.age)
         params.update(w=winner.id, roots=[r.id for r in roots])
-        summary = conn.exec_driver_sql(_ANSWER, params).one()
+        summary = prepared.run(conn, _ANSWER_X.on(conn), params)[0]
         if set(summary[6]) != {r.id for r in roots}:
             continue  # a split moved our values under another root: look again
         view = _write(conn, identifiers, roots, winner, summary, params)
@@ -388,21 +411,21 @@ def _write(
     params.update(now=now)
     if decision.demote:  # rule 3: the newer clusters point at the winner, one level deep
         params.update(losers=list(decision.demote))
-        conn.exec_driver_sql(_MERGE, params)
+        prepared.run(conn, _MERGE_X.on(conn), params)
         observe.record(conn, observe.MERGE, demoted=len(decision.demote))
         # The merged cluster is the union just aggregated, under the winner.
         return _view(winner.id, summary)
     if decision.insert is Insert.NOTHING:  # rule 4, recording the pair
-        conn.exec_driver_sql(_LINK, params)
+        prepared.run(conn, _LINK_X.on(conn), params)
         return _view(winner.id, summary)
     # Rule 2: a secondary never older than its primary, whatever the clocks (I2).
     created: datetime = max(now, winner.created_at)
     params.update(link=winner.id, precedence="secondary", created=created, kind=CONTACT_ADDED)
-    summary = conn.exec_driver_sql(_INSERT + ";" + _ANSWER, params).one()
+    summary = prepared.run(conn, _INSERT_X.on(conn) + ";" + _ANSWER_X.on(conn), params)[0]
     return _view(winner.id, summary)
 
 
 def cluster_view(conn: Connection, root_id: int) -> ClusterView:
     """The answer for the cluster under ``root_id``, aggregated in SQL (one row)."""
     params = {"e": None, "p": None, "w": root_id, "roots": [root_id]}
-    return _view(root_id, conn.exec_driver_sql(_ANSWER, params).one())
+    return _view(root_id, prepared.run(conn, _ANSWER_X.on(conn), params)[0])

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from identity import observe
@@ -83,9 +84,30 @@ class GuardPolicy:
             erased_retention=timedelta(days=settings.erased_hash_retention_days),
         )
 
+    @cached_property
+    def _blocked(self) -> dict[str, tuple[re.Pattern[str], ...]]:
+        """Each field's patterns as one alternation where they combine: ``fullmatch`` of
+        ``(?:a)|(?:b)`` is true exactly when one of them full-matches (the engine
+        backtracks into the next alternative until the whole value is consumed), in one
+        call per value instead of one per pattern. The one pattern with groups (the
+        defaults' repeated digit, ``(\\d)\\1{6,}``) goes first, so its backreference still
+        names its own group; patterns that cannot be combined so (groups in more than one,
+        a global flag such as ``(?i)``) stay as they are."""
+
+        def one(patterns: tuple[re.Pattern[str], ...]) -> tuple[re.Pattern[str], ...]:
+            grouped = [p for p in patterns if p.groups]
+            if len(patterns) < 2 or len(grouped) > 1:
+                return patterns
+            ordered = grouped + [p for p in patterns if not p.groups]
+            try:
+                return (re.compile("|".join(f"(?:{p.pattern})" for p in ordered)),)
+            except re.error:
+                return patterns
+
+        return {"e": one(self.blocked_emails), "p": one(self.blocked_phones)}
+
     def is_blocked(self, value: Value) -> bool:
-        patterns = self.blocked_emails if value[0] == "e" else self.blocked_phones
-        return any(p.fullmatch(value[1]) for p in patterns)
+        return any(p.fullmatch(value[1]) for p in self._blocked[value[0]])
 
     def blocked_listing(self) -> dict[str, list[str]]:
         return {

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 from identity.feed import changes as feed
 from identity.guards.hashing import EMAIL, PHONE, resolve_key, value_hash
 from identity.guards.policy import FIELD, GuardPolicy, Marks, Value
-from identity.storage.db import utcnow
+from identity.storage.db import raw_execute, utcnow
 from identity.storage.locking import lock_keys
 from identity.storage.models import Contact, ErasedValue, GenericValue, Link
 
@@ -46,6 +46,12 @@ def load_marks(
     wanted = sorted(set(values))
     marks = Marks()
     if not wanted:
+        return marks
+    if conn.dialect.name == "postgresql":
+        _pg_marks(conn, policy, wanted, marks, with_erased)
+        if policy.generic_threshold > 0:
+            limit = policy.generic_threshold + 1 + max(marks.baseline.values(), default=0)
+            marks.partners = partners(conn, sorted(set(count_partners)), limit)
         return marks
     rows = conn.execute(
         select(
@@ -84,6 +90,40 @@ def load_marks(
             conn, sorted(set(count_partners)), policy.generic_threshold + 1 + extra
         )
     return marks
+
+
+_PG_GENERIC = """
+SELECT g.field, g.value, g.cleared_at, g.baseline FROM generic_value g
+JOIN unnest(%(fields)s::text[], %(values)s::text[]) AS w(field, value)
+  ON g.field = w.field AND g.value = w.value"""
+_PG_ERASED = """
+SELECT value_hash, erased_at, suppressed FROM erased_value
+WHERE value_hash = ANY(%(hashes)s::text[])"""
+
+
+def _pg_marks(
+    conn: Connection, policy: GuardPolicy, wanted: list[Value], marks: Marks, with_erased: bool
+) -> None:
+    """``load_marks``' two reads on PostgreSQL: one array parameter per list, plain tuples
+    back (a 500-event batch has ~1,000 values: the ``IN`` of tuples compiled per batch
+    was most of apply_events' Python time)."""
+    kinds = {EMAIL: "e", PHONE: "p"}
+    params = {"fields": [_kind(v) for v in wanted], "values": [v[1] for v in wanted]}
+    for field_name, value, cleared_at, baseline in raw_execute(conn, _PG_GENERIC, params):
+        if cleared_at is None:
+            marks.generic.add((kinds[field_name], value))
+        else:  # an operator cleared it: it may gain GENERIC_THRESHOLD more partners
+            marks.baseline[(kinds[field_name], value)] = baseline
+    key = resolve_key(conn, policy.configured_key)
+    hashes = {value_hash(key, _kind(v), v[1]): v for v in wanted}
+    for value_hash_, erased_at, suppressed in raw_execute(
+        conn, _PG_ERASED, {"hashes": list(hashes)}
+    ):
+        value = hashes[value_hash_]
+        if suppressed:
+            marks.suppressed.add(value)
+        elif with_erased:
+            marks.erased_at[value] = erased_at
 
 
 def partners(conn: Connection, values: Sequence[Value], limit: int) -> dict[Value, set[str]]:

@@ -9,6 +9,7 @@ import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
@@ -347,3 +348,25 @@ def test_create_app_warns_of_the_embedded_database_unless_a_parent_process_did(
     messages = [r.getMessage() for r in caplog.records]
     expected = f"using the embedded SQLite database sqlite:///{tmp_path / 'identity.sqlite3'}"
     assert sum(m.endswith(expected) for m in messages) == said, messages
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_access_lines_can_be_sampled_and_errors_never_are(
+    settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ACCESS_LOG_EVERY=3: one line for every third answer below 400, each error logged."""
+
+    from api import create_app
+    from identity.settings import Settings
+
+    app = create_app(settings.model_copy(update={"access_log_every": 3}))
+    client = app.test_client()
+    with caplog.at_level(logging.INFO, logger="api.access"):
+        for i in range(6):
+            assert client.post("/identify", json={"phoneNumber": f"555{i:04d}"}).status_code == 200
+        for _ in range(2):
+            assert client.post("/identify", json={"email": "nope"}).status_code == 400
+    access = [r for r in caplog.records if r.name == "api.access"]
+    assert sorted(r.__dict__["status"] for r in access) == [200, 200, 400, 400]
+    assert Settings.from_env({"ACCESS_LOG_EVERY": "10"}, None).access_log_every == 10
+    assert Settings.from_env({}, None).access_log_every == 1  # the default: every request

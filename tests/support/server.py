@@ -24,6 +24,12 @@ from tests.support.db import ROOT
 from tests.support.processes import free_port, wait_until
 
 GUNICORN = Path(sys.executable).parent / "gunicorn"
+#: The two ways the project serves: gunicorn with its config, and the default launcher
+#: (granian, api/serve.py). Tests use gunicorn unless they say otherwise.
+COMMANDS = {
+    "gunicorn": [str(GUNICORN), "-c", str(ROOT / "gunicorn.conf.py"), "api:create_app()"],
+    "granian": [sys.executable, "-m", "api.serve"],
+}
 # Variables a developer's shell may hold that would change what the server under test does
 # (and any PROMETHEUS_* one: gunicorn.conf.py makes the server its own metrics directory).
 SCRUBBED = (
@@ -54,6 +60,7 @@ class Server:
     log_path: Path = field(default_factory=_temp_log)
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    kind: str = "gunicorn"  # a key of COMMANDS
 
     def start(self, timeout_s: float = 60) -> Server:
         env = {
@@ -64,20 +71,22 @@ class Server:
         env.update({**DEFAULTS, "PORT": str(self.port), "BIND_HOST": "127.0.0.1", **self.env})
         with self.log_path.open("ab") as log_file:
             self.process = subprocess.Popen(
-                [str(GUNICORN), "-c", str(ROOT / "gunicorn.conf.py"), "api:create_app()"],
+                COMMANDS[self.kind],
                 cwd=self.cwd,
                 env=env,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: a hard stop reaches the workers
             )
-        wait_until(self._ready, timeout_s=timeout_s, what="gunicorn to answer /healthz")
+        wait_until(self._ready, timeout_s=timeout_s, what=f"{self.kind} to answer /healthz")
         return self
 
     def _ready(self) -> bool:
         assert self.process is not None
         if self.process.poll() is not None:
-            raise AssertionError(f"gunicorn exited with {self.process.returncode}:\n{self.log()}")
+            raise AssertionError(
+                f"{self.kind} exited with {self.process.returncode}:\n{self.log()}"
+            )
         try:
             return self.request("GET", "/healthz", timeout=2)[0] == 200
         except OSError:
@@ -139,9 +148,12 @@ def serve(
     cwd: Path = ROOT,
     log_path: Path | None = None,
     startup_timeout_s: float = 60,
+    kind: str = "gunicorn",
 ) -> Iterator[Server]:
     """A started ``Server`` until the block exits (stopped also when the block fails)."""
-    server = Server(env, cwd) if log_path is None else Server(env, cwd, log_path)
+    server = (
+        Server(env, cwd, kind=kind) if log_path is None else Server(env, cwd, log_path, kind=kind)
+    )
     try:
         yield server.start(startup_timeout_s)
     finally:
