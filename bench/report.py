@@ -91,7 +91,8 @@ def compare_table(label: str, rows: dict[str, Any]) -> list[str]:
         "Each variant on its own fresh copy of the same seeded contacts, one after the other",
         "in every round (bench/compare.py). *before graph*: commit 3b2d127 (main before",
         "links, the change feed and guards), on a database migrated by its own Alembic head",
-        "and filled with the same rows, served by the same venv's packages.",
+        "and filled with the same rows, served by the same venv's packages. *graph, before",
+        "issue 12*: commit 486a5c6 (main as the graph work left it, this tree's schema).",
         "",
         "| variant | req/s | p99 ms | CPU ms/request: server | PostgreSQL | errors | 422 |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -388,9 +389,15 @@ def write(results: dict[str, Any], out_dir: Path) -> None:
         f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; PostgreSQL"
         f" {m['postgresql']}, Python {m['python']}; load generator on the same machine.",
         f"- Commit {m['commit']}, {m['date']}.",
-        f"- Command: `{results['command']}` with sizes {', '.join(s['sizes'])}; clients"
-        f" {', '.join(map(str, s['clients']))}; {s['runs']} runs of {s['seconds']} s each"
-        " (after a 2 s warm-up), each on a fresh copy of the seeded database.",
+        f"- Command: `{results['command']}` with sizes {', '.join(s['sizes'])}"
+        + (
+            f" (the sync tables at {', '.join(s['sync_sizes'])} only:"
+            " `BENCH_SYNC_SIZES`, a reduced run)"
+            if s.get("sync_sizes") and s["sync_sizes"] != s["sizes"]
+            else ""
+        )
+        + f"; clients {', '.join(map(str, s['clients']))}; {s['runs']} runs of {s['seconds']} s"
+        " each (after a 2 s warm-up), each on a fresh copy of the seeded database.",
         f"- Server: {s.get('server', 'gunicorn')} (`python -m api.serve` for granian,"
         f" gunicorn.conf.py for gunicorn) with {server}.",
         f"- Load average (1 min) before: {results['load_before'][0]:.2f}, after:"

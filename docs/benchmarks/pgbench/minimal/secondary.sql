@@ -1,0 +1,9 @@
+\set pid random(:hot, :people - 1)
+\set q random(:hot, :people - 1)
+\set r random(1, 999999999)
+BEGIN;
+SELECT pg_advisory_xact_lock(k) FROM (SELECT unnest(ARRAY[hashtextextended('e:' || ('u' || (:pid)::text || '@seed.test'), 0), hashtextextended('p:' || ('6' || (:nonce)::text || lpad((:client_id)::text, 3, '0') || lpad((:r)::text, 9, '0')), 0)]) AS k ORDER BY k) s;
+SELECT coalesce((array_agg(r ORDER BY r))[1], 0) AS w, coalesce((array_agg(r ORDER BY r))[2], 0) AS l, count(*) AS n FROM (SELECT DISTINCT coalesce(linked_id, id) AS r FROM contact WHERE deleted_at IS NULL AND (email = ('u' || (:pid)::text || '@seed.test') OR phone_number = ('6' || (:nonce)::text || lpad((:client_id)::text, 3, '0') || lpad((:r)::text, 9, '0')))) x \gset
+SELECT id, email, phone_number, linked_id, created_at FROM contact WHERE deleted_at IS NULL AND (id = ANY(ARRAY[:w, :l]::int[]) OR linked_id = ANY(ARRAY[:w, :l]::int[]));
+INSERT INTO contact (email, phone_number, linked_id, link_precedence, created_at, updated_at) VALUES (('u' || (:pid)::text || '@seed.test'), ('6' || (:nonce)::text || lpad((:client_id)::text, 3, '0') || lpad((:r)::text, 9, '0')), (:w)::int, 'secondary', now(), now());
+END;
