@@ -53,12 +53,15 @@ def reset_contacts(engine: Engine) -> None:
             r[0]
             for r in conn.execute(
                 text(
-                    # partition_lease: the running workers' ownership, not data
+                    # partition_lease: the running workers' ownership, not data; service_key:
+                    # the hash key running processes have cached (deleting it under them
+                    # would give two processes two keys)
                     "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
-                    " AND tablename NOT IN ('alembic_version', 'partition_lease')"
+                    " AND tablename NOT IN ('alembic_version', 'partition_lease', 'service_key')"
                     if engine.dialect.name == "postgresql"
                     else "SELECT name FROM sqlite_master WHERE type = 'table'"
-                    " AND name NOT IN ('alembic_version', 'sqlite_sequence', 'partition_lease')"
+                    " AND name NOT IN ('alembic_version', 'sqlite_sequence', 'partition_lease',"
+                    " 'service_key')"
                 )
             )
         ]
