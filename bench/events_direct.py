@@ -3,8 +3,9 @@
 A script rather than a function so that it runs against either tree: bench/compare.py
 runs it with this tree's code and with the commit before the graph work (its own
 ``PYTHONPATH``), on databases seeded alike, and compares. It uses only what both trees
-have (``identity.events.services.apply_events``, ``chunked``, ``events.Event``,
-``split_by_partition``). Prints one JSON line.
+have (``apply_events``, ``chunked``, ``Event``, ``split_by_partition``, the engine
+factory), from wherever each tree keeps them: the grouped layout (``identity.events``
+package, ``identity.storage``) or the flat one of the older trees. Prints one JSON line.
 
     python bench/events_direct.py DATABASE_URL PEOPLE EVENTS PARTITIONS TAG
 """
@@ -20,7 +21,10 @@ import time
 
 def make_events(people: int, count: int, tag: str) -> list[object]:
     """bench/async_bench.make_events, restated (the keys of bench/seed.py)."""
-    from identity.events import Event
+    try:
+        from identity.events.messages import Event
+    except ImportError:  # an older tree: identity/events.py
+        from identity.events import Event  # type: ignore[attr-defined,no-redef]
     from identity.normalize import Identifiers
 
     rng = random.Random(tag)
@@ -42,10 +46,17 @@ def make_events(people: int, count: int, tag: str) -> list[object]:
 
 
 def main() -> int:
-    from identity.events import split_by_partition
-    from identity.events.services import apply_events, chunked
     from identity.settings import Secret, Settings
-    from identity.storage.db import create_db_engine, run_in_transaction
+
+    try:  # the grouped layout
+        from identity.events.messages import split_by_partition
+        from identity.events.services import apply_events, chunked
+        from identity.storage.db import create_db_engine, run_in_transaction
+    except ImportError:  # an older tree's flat modules
+        from identity.db import create_db_engine, run_in_transaction  # type: ignore[no-redef]
+        from identity.event_services import apply_events, chunked  # type: ignore[no-redef]
+
+        from identity.events import split_by_partition  # type: ignore[attr-defined,no-redef]
 
     url, people, count, partitions, tag = sys.argv[1:6]
     events = make_events(int(people), int(count), tag)
