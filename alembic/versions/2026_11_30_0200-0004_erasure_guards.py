@@ -59,7 +59,7 @@ def upgrade() -> None:
         sa.Column("marked_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("cause", sa.Text(), nullable=True),
         sa.Column("cleared_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("baseline", sa.Integer(), nullable=False),
+        sa.Column("baseline", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_generic_value")),
     )
     op.create_index(

@@ -251,7 +251,7 @@ class GenericValue(Base):
     cause: Mapped[str | None] = mapped_column(Text)
     #: set when an operator cleared the mark; ``baseline`` the partners it had then
     cleared_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    baseline: Mapped[int] = mapped_column(Integer)
+    baseline: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
     __table_args__ = (Index("ix_generic_value_field_value", "field", "value", unique=True),)
 
