@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, abort, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy.engine import Connection
 
@@ -63,13 +63,15 @@ def _not_found(contact_id: int) -> ResponseReturnValue:
     return error_response(404, f"no live contact has the id {contact_id}")
 
 
-def _read_person(contact_id: int, read: Callable[[Connection], T | None]) -> T | None:
-    """A read about the person of ``contact_id`` on one snapshot; None (404) when no live
-    contact has that id (an id past 32 bits names none and never reaches the database)."""
+def _read_person(contact_id: int, read: Callable[[Connection], T | None]) -> T:
+    """A read about the person of ``contact_id`` on one snapshot; a JSON 404 (through the
+    one error edge) when no live contact has that id (an id past 32 bits names none and
+    never reaches the database)."""
     _only_args()
-    if contact_id > MAX_ID:
-        return None
-    return _read(read)
+    found = _read(read) if contact_id <= MAX_ID else None
+    if found is None:
+        abort(404, description=f"no live contact has the id {contact_id}")
+    return found
 
 
 def _int_arg(name: str, default: int | None, minimum: int, maximum: int) -> int:
@@ -150,8 +152,6 @@ def lookup() -> ResponseReturnValue:
 )
 def person(contact_id: int) -> ResponseReturnValue:
     view = _read_person(contact_id, lambda conn: reads.person(conn, contact_id))
-    if view is None:
-        return _not_found(contact_id)
     return jsonify(view.to_json())
 
 
@@ -217,8 +217,6 @@ def person(contact_id: int) -> ResponseReturnValue:
 def person_graph(contact_id: int) -> ResponseReturnValue:
     limit = _settings().graph_limit
     graph = _read_person(contact_id, lambda conn: reads.person_graph(conn, contact_id, limit=limit))
-    if graph is None:
-        return _not_found(contact_id)
     return jsonify(graph.to_json())
 
 
@@ -313,10 +311,9 @@ def why(contact_id: int) -> ResponseReturnValue:
 )
 def history(contact_id: int) -> ResponseReturnValue:
     limit = _settings().history_limit
-    found = _read_person(contact_id, lambda conn: reads.history(conn, contact_id, limit=limit))
-    if found is None:
-        return _not_found(contact_id)
-    root, changes = found
+    root, changes = _read_person(
+        contact_id, lambda conn: reads.history(conn, contact_id, limit=limit)
+    )
     return jsonify(
         {
             "primaryContactId": root,
