@@ -94,3 +94,28 @@ def test_a_replaced_connection_prepares_again(engines: dict[bool, Engine]) -> No
     view, _ = serve(engine, REQUESTS[1])
     assert view.emails == ("lorraine@hillvalley.edu", "mcfly@hillvalley.edu")
     assert "identity_peek" in prepared_names(engine)
+
+
+def test_prepared_statements_are_planned_once_not_per_execute(
+    engines: dict[bool, Engine],
+) -> None:
+    """With PostgreSQL's default plan_cache_mode the answer and merge statements (their
+    integer[] parameter) got a custom plan on every EXECUTE, so preparing them saved
+    nothing; the engine's connections force the generic plan for prepared statements."""
+    engine = engines[True]
+    reset_contacts(engine)
+    for _ in range(4):  # the worked example again and again: answers and merges repeat
+        for identifiers in REQUESTS:
+            serve(engine, identifiers)
+    with engine.connect() as conn:
+        plans = {
+            name: (generic, custom)
+            for name, generic, custom in conn.execute(
+                text(
+                    "SELECT name, generic_plans, custom_plans FROM pg_prepared_statements"
+                    " WHERE name LIKE 'identity_%'"
+                )
+            )
+        }
+    assert plans["identity_answer"][0] > 0
+    assert all(custom == 0 for _, custom in plans.values()), plans
