@@ -43,11 +43,21 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def read_json_body() -> Any:
     """The request's JSON, strictly: JSON content type, UTF-8, no NaN, no duplicate keys."""
-    if request.mimetype != "application/json":
+    req = request._get_current_object()  # one context lookup, not one per attribute
+    if req.mimetype != "application/json":
         raise UnsupportedMediaType("Content-Type must be application/json")
-    raw = request.get_data(cache=False)  # raises 413 when Content-Length is past the limit
-    limit = current_app.config["MAX_CONTENT_LENGTH"]
-    if request.content_length is None and limit is not None and len(raw) >= limit:
+    limit = req.max_content_length  # the app's, or the route's own (/events)
+    length = req.content_length
+    if length is not None:
+        if limit is not None and length > limit:
+            raise RequestEntityTooLarge()
+        # The body's declared length, straight from the server's input: Werkzeug's stream
+        # wrappers (get_data) were a fifth of this function's CPU for the same bytes. A
+        # client that sends fewer bytes gets a short body, which the JSON parser refuses.
+        raw = req.environ["wsgi.input"].read(length) if length else b""
+    else:
+        raw = req.get_data(cache=False)
+    if length is None and limit is not None and len(raw) >= limit:
         # A streamed (chunked) body has no length to check up front, and Werkzeug stops
         # reading it at exactly the limit without an error: never parse a cut-off body.
         raise RequestEntityTooLarge()
