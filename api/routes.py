@@ -148,6 +148,7 @@ def identify() -> ResponseReturnValue:
                 conn, identifiers=identifiers, peeked=True, cause=cause, policy=policy
             ),
             attempts=settings.db_retry_attempts,
+            begin_in_first_message=True,
         )
         if isinstance(outcome, AllIgnored):
             raise outcome.error()  # after the commit: a generic mark it caused stays

@@ -15,8 +15,10 @@ changes is how many messages go to the server and how much of the cluster comes 
 3. a write, when there is one, is one message: the merge ``UPDATE``, the ``INSERT`` and
    the fresh answer.
 
-Statements per request: rule 4 one; rule 1 three; rules 2 and 3 four (plus BEGIN and
-COMMIT), whatever the size of the table or the cluster. The statements are prepared on
+Messages per request, whatever the size of the table or the cluster: rule 4 one (the
+lock-free read); rule 1 five (the read, BEGIN with the locks and guards, the roots, the
+insert, COMMIT); rules 2 and 3 six (the same plus the answer). The route runs the
+transaction with ``begin_in_first_message``, so BEGIN costs no message of its own. The statements are prepared on
 the server once per connection (``identity.storage.prepared``: planning them was most of their
 cost) and sent on the raw DBAPI cursor (``db.raw_execute``): nothing to compile, plan or
 wrap per request.

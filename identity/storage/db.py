@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -123,7 +124,75 @@ def create_db_engine(settings: Settings, *, url: str | None = None, **overrides:
         },
     }
     params.update(overrides)
-    return create_engine(url, **params)
+    engine = create_engine(url, **params)
+    event.listen(engine, "before_cursor_execute", _begin_in_this_message, retval=True)
+    return engine
+
+
+#: ``conn.connection.info`` keys of a transaction whose BEGIN rides in its first message
+#: (``run_in_transaction(..., begin_in_first_message=True)``): pending, then sent.
+_BEGIN_PENDING = "identity.begin_pending"
+_BEGUN = "identity.begun"
+
+
+def _take_begin(info: dict[str, Any]) -> str:
+    """``"BEGIN;"`` when the connection's transaction has not been opened yet, else ``""``."""
+    if info.pop(_BEGIN_PENDING, False):
+        info[_BEGUN] = True
+        return "BEGIN;"
+    return ""
+
+
+def _begin_in_this_message(
+    conn: Connection,
+    cursor: Any,
+    statement: str,
+    parameters: Any,
+    _context: Any,
+    executemany: bool,
+) -> tuple[str, Any]:
+    """A statement SQLAlchemy sends first in such a transaction opens it (raw_execute's
+    messages open it themselves)."""
+    if _BEGIN_PENDING in conn.connection.info:
+        begin = _take_begin(conn.connection.info)
+        if executemany:
+            cursor.execute(begin)
+        else:
+            statement = begin + statement
+    return statement, parameters
+
+
+@contextmanager
+def _first_message_transaction(engine: Engine) -> Iterator[Connection]:
+    """A PostgreSQL transaction whose ``BEGIN`` travels with its first statement.
+
+    psycopg2 opens a transaction with a ``BEGIN`` of its own, one round trip before the
+    first statement; here the connection is in autocommit on the client while the server
+    runs ``BEGIN;<first message>`` ... ``COMMIT`` (or ``ROLLBACK``), so the same
+    transaction costs one message less (docs/DECISIONS.md, "BEGIN in the first message").
+    Every statement of the work is inside it: raw_execute and the engine's
+    ``before_cursor_execute`` listener put the pending ``BEGIN`` in front of whichever
+    statement goes first.
+    """
+    with engine.connect() as conn:
+        dbapi_connection: Any = conn.connection.dbapi_connection
+        info = conn.connection.info
+        dbapi_connection.autocommit = True
+        info[_BEGIN_PENDING] = True
+        try:
+            yield conn
+            if info.pop(_BEGUN, False):
+                raw_execute(conn, "COMMIT", {})
+        except BaseException:
+            if info.pop(_BEGUN, False) and not dbapi_connection.closed and not conn.invalidated:
+                with suppress(exc.DBAPIError):  # gone: the server rolled back on its own
+                    raw_execute(conn, "ROLLBACK", {})
+            raise
+        finally:
+            info.pop(_BEGIN_PENDING, None)
+            info.pop(_BEGUN, None)
+            if not dbapi_connection.closed:
+                dbapi_connection.autocommit = False
 
 
 def is_retryable(error: BaseException) -> bool:
@@ -177,17 +246,22 @@ def run_in_transaction(
     attempts: int = 8,
     base_delay_s: float = 0.005,
     max_delay_s: float = 0.2,
+    begin_in_first_message: bool = False,
 ) -> T:
     """Run ``work`` in one transaction: commit on return, roll back on exception.
 
     Transient contention is retried with bounded, jittered exponential backoff.
     An unreachable database, or contention outlasting every attempt, raises
     :class:`Unavailable`; anything else propagates unchanged.
+
+    ``begin_in_first_message``: on PostgreSQL, send ``BEGIN`` with the work's first
+    statement instead of one round trip before it (the /identify write path).
     """
+    first_message = begin_in_first_message and engine.dialect.name == "postgresql"
     for attempt in range(1, attempts + 1):
         committing = False
         try:
-            with engine.begin() as conn:
+            with _first_message_transaction(engine) if first_message else engine.begin() as conn:
                 pending = observe.begin()
                 try:
                     result = work(conn)
@@ -291,6 +365,8 @@ def raw_execute(conn: Connection, sql: str, params: Mapping[str, Any]) -> list[t
     the same way.
     """
     dbapi_connection: Any = conn.connection.dbapi_connection
+    if _BEGIN_PENDING in conn.connection.info:
+        sql = _take_begin(conn.connection.info) + sql
     cursor = dbapi_connection.cursor()
     try:
         for listener in conn.dispatch.before_cursor_execute:
