@@ -33,7 +33,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from sqlalchemy.engine import Engine
 
-from api.observability import route_label
 from api.spec import operation
 from identity import observe
 from identity.errors import Unavailable
@@ -240,8 +239,10 @@ def register(app: Flask) -> None:
 
     @app.after_request
     def _count(response: Response) -> Response:
-        started = g.get("started")
-        key = (route_label(), request.method, response.status_code)
+        ctx, req = g._get_current_object(), request._get_current_object()  # one lookup each
+        started = getattr(ctx, "started", None)
+        rule = req.url_rule
+        key = (rule.rule if rule is not None else "unmatched", req.method, response.status_code)
         pair = children.get(key)
         if pair is None:
             route, method, status = key[0], key[1], str(key[2])
@@ -254,6 +255,6 @@ def register(app: Flask) -> None:
             pair[1].observe(time.perf_counter() - started)
         if response.status_code == 503:
             route = key[0]
-            reason = g.get("unavailable_reason") or "unknown"
+            reason = getattr(ctx, "unavailable_reason", None) or "unknown"
             UNAVAILABLE.labels(route=route, reason=reason).inc()
         return response

@@ -36,7 +36,6 @@ import re
 import sys
 import time
 import traceback
-import uuid
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -45,6 +44,8 @@ from flask import Flask, Response, g, has_request_context, request
 from identity.settings import Settings
 
 REQUEST_ID_HEADER = "X-Request-ID"
+#: The same header as the WSGI server hands it over (read without building Headers).
+_REQUEST_ID_ENVIRON = "HTTP_X_REQUEST_ID"
 # What a caller may send as its own request id: short, printable, no personal data shape.
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -271,20 +272,24 @@ def register(app: Flask) -> None:
 
     @app.before_request
     def _start() -> None:
-        g.started = time.perf_counter()
-        given = request.headers.get(REQUEST_ID_HEADER, "")
-        g.request_id = given if _VALID_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        ctx = g._get_current_object()  # one context lookup for both attributes
+        ctx.started = time.perf_counter()
+        given = request.environ.get(_REQUEST_ID_ENVIRON, "")
+        # A new id: 32 hex digits as uuid4().hex gave, from os.urandom directly (a UUID
+        # object cost a fifth of this hook).
+        ctx.request_id = given if _VALID_REQUEST_ID.fullmatch(given) else os.urandom(16).hex()
 
     @app.after_request
     def _finish(response: Response) -> Response:
-        rid = g.get("request_id")
+        ctx = g._get_current_object()
+        rid = getattr(ctx, "request_id", None)
         if rid:
             response.headers[REQUEST_ID_HEADER] = rid
         if not log.isEnabledFor(logging.INFO):
             return response  # the line would be dropped: do not build it (~4% of a lookup)
         if every > 1 and response.status_code < 400 and next(answered) % every:
             return response  # sampled out: the line costs ~25% of a lookup's CPU
-        started = g.get("started")
+        started = getattr(ctx, "started", None)
         duration_ms = round((time.perf_counter() - started) * 1000, 2) if started else None
         log.info(
             "%s %s %s",
