@@ -75,12 +75,19 @@ def _hash(value: str) -> str:
     return "NULL" if value == "NULL" else f"md5({value})"
 
 
-def _roots(e: str, p: str) -> str:
-    roots = _fill(pg_identify._ROOTS, e=e, p=p)
+def _guards_roots(e: str, p: str) -> str:
+    """The guards and the root locks in one statement, as pg_identify sends them; its roots'
+    ids and creation times give pgbench the winner and the loser (``\\gset``)."""
+    both = _fill(
+        pg_identify._GUARDS_ROOTS, e=e, p=p, he=_hash(e), hp=_hash(p), count="true", n="21"
+    )
+    columns = ", ".join(f"c{i}" for i in range(13))
+    order = "ORDER BY c12[i], c8[i]"
     return (
-        "SELECT coalesce((array_agg(id ORDER BY created_at, id))[1], 0) AS w,"
-        " coalesce((array_agg(id ORDER BY created_at, id))[2], 0) AS l, count(*) AS n"
-        f" FROM ({roots}) r \\gset"
+        f"SELECT coalesce((SELECT c8[i] FROM generate_subscripts(c8, 1) i {order} LIMIT 1), 0)"
+        f" AS w, coalesce((SELECT c8[i] FROM generate_subscripts(c8, 1) i {order}"
+        " OFFSET 1 LIMIT 1), 0) AS l, coalesce(cardinality(c8), 0) AS n"
+        f" FROM ({both}) x({columns}) \\gset"
     )
 
 
@@ -118,8 +125,7 @@ def script(kind: str) -> str:
     lines.append(peek + ";")  # autocommit: no BEGIN
     if kind in ("lookup_email", "lookup_phone", "lookup_both", "hot"):
         return "\n".join(lines) + "\n"  # rule 4: the lock-free read is all
-    guards = _fill(pg_identify._GUARDS, e=e, p=p, he=_hash(e), hp=_hash(p), count="true", n="21")
-    lines += ["BEGIN;", _lock(*_keys(e, p)) + ";", guards + ";", "SAVEPOINT roots;", _roots(e, p)]
+    lines += ["BEGIN;", _lock(*_keys(e, p)) + ";", "SAVEPOINT roots;", _guards_roots(e, p)]
 
     def insert(link: str, precedence: str, kind: str) -> str:
         return _fill(pg_identify._INSERT, e=e, p=p, link=link, precedence=precedence,

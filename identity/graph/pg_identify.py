@@ -6,9 +6,9 @@ changes is how many messages go to the server and how much of the cluster comes 
 0. a repeat lookup (rule 4: the request's identifiers already sit in one cluster) is
    answered by one read without any lock (``_PEEK``, see why there), so it neither
    waits for writers nor makes its COMMIT flush the WAL;
-1. otherwise the advisory locks and the root lookup ``FOR UPDATE`` travel in one
-   message (two statements: the root lookup must take its snapshot *after* the
-   identifier locks are granted, so it cannot be one statement);
+1. otherwise the advisory locks, the guards of the values and the root lookup ``FOR
+   UPDATE`` travel in one message (two statements: the root lookup must take its
+   snapshot *after* the identifier locks are granted, so it cannot be one statement);
 2. one statement answers "does the cluster already hold the email / the phone" and
    aggregates the answer (distinct emails and phones in SPEC order, secondary ids) in
    SQL, so a 10,000-member cluster costs one row, not 10,000;
@@ -16,12 +16,12 @@ changes is how many messages go to the server and how much of the cluster comes 
    the fresh answer.
 
 Messages per request, whatever the size of the table or the cluster: rule 4 one (the
-lock-free read); rule 1 five (the read, BEGIN with the locks and guards, the roots, the
-insert, COMMIT); rules 2 and 3 six (the same plus the answer). The route runs the
-transaction with ``begin_in_first_message``, so BEGIN costs no message of its own. The statements are prepared on
-the server once per connection (``identity.storage.prepared``: planning them was most of their
-cost) and sent on the raw DBAPI cursor (``db.raw_execute``): nothing to compile, plan or
-wrap per request.
+lock-free read); rule 1 four (the read; BEGIN with the identifier locks, the guards and
+the root locks; the insert; COMMIT); rules 2 and 3 five (the same plus the answer). The
+route runs the transaction with ``begin_in_first_message``, so BEGIN costs no message of
+its own. The statements are prepared on the server once per connection
+(``identity.storage.prepared``: planning them was most of their cost) and sent on the raw
+DBAPI cursor (``db.raw_execute``): nothing to compile, plan or wrap per request.
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ m AS MATERIALIZED (
 # The guards of the request's values, read under their identifier locks (sent in the same
 # message as the locks): generic marks, suppressed hashes, and each value's direct
 # partners of the other kind, at most threshold + 1 (identity.guards.store reads the same).
-_GUARDS = """
+_GUARDS_WITH = """
 WITH g AS (
     SELECT field, cleared_at, baseline FROM generic_value
     WHERE (field = 'email' AND value = %(e)s) OR (field = 'phoneNumber' AND value = %(p)s)),
@@ -145,7 +145,8 @@ b AS (
     SELECT coalesce((SELECT baseline FROM g WHERE field = 'email' AND cleared_at IS NOT NULL),
                     0) AS e,
            coalesce((SELECT baseline FROM g WHERE field = 'phoneNumber'
-                     AND cleared_at IS NOT NULL), 0) AS p)
+                     AND cleared_at IS NOT NULL), 0) AS p)"""
+_GUARDS_COLUMNS = """
 SELECT
     EXISTS (SELECT 1 FROM g WHERE field = 'email' AND cleared_at IS NULL),
     EXISTS (SELECT 1 FROM g WHERE field = 'phoneNumber' AND cleared_at IS NULL),
@@ -162,6 +163,23 @@ SELECT
         UNION SELECT email FROM link WHERE phone_number = %(p)s) z
         LIMIT %(n)s + (SELECT p FROM b)) END,
     (SELECT e FROM b), (SELECT p FROM b)"""
+
+# The guards and, in the same statement, the roots of the request's values locked as
+# ``_ROOTS`` locks them (one array per column, in id order). The statement runs after the
+# identifier locks are granted (its own snapshot), so a write sends the locks, the guards
+# and the root locks in one message; when a guard then leaves a value out, those root
+# locks are given back (ROLLBACK TO SAVEPOINT) and taken again for the values that remain.
+_GUARDS_ROOTS = (
+    _GUARDS_WITH
+    + ",\nr AS ("
+    + _ROOTS
+    + ")"
+    + _GUARDS_COLUMNS
+    + """,
+    ARRAY(SELECT id FROM r ORDER BY id), ARRAY(SELECT email FROM r ORDER BY id),
+    ARRAY(SELECT phone_number FROM r ORDER BY id),
+    ARRAY(SELECT linked_id FROM r ORDER BY id), ARRAY(SELECT created_at FROM r ORDER BY id)"""
+)
 
 # A new contact and its change (person.created or contact.added) in one statement.
 _INSERT = """
@@ -209,9 +227,9 @@ _T, _I, _IA, _TS = "text", "integer", "integer[]", "timestamptz"
 _PEEK_X = prepared.Prepared("identity_peek", _PEEK, {"e": _T, "p": _T, "he": _T, "hp": _T})
 _ROOTS_X = prepared.Prepared("identity_roots", _ROOTS, {"e": _T, "p": _T})
 _ANSWER_X = prepared.Prepared("identity_answer", _ANSWER, {"e": _T, "p": _T, "w": _I, "roots": _IA})
-_GUARDS_X = prepared.Prepared(
-    "identity_guards",
-    _GUARDS,
+_GUARDS_ROOTS_X = prepared.Prepared(
+    "identity_guards_roots",
+    _GUARDS_ROOTS,
     {"e": _T, "p": _T, "he": _T, "hp": _T, "count": "boolean", "n": _I},
 )
 _INSERT_X = prepared.Prepared(
@@ -297,12 +315,14 @@ def _screen(
     policy: GuardPolicy,
     params: dict[str, Any],
     lock_sql: str,
-) -> Screened:
-    """Take the identifier locks and read the guards under them: one message."""
+) -> tuple[Screened, list[Row] | None]:
+    """Take the identifier locks, read the guards under them and lock the roots of the
+    values (after ``SAVEPOINT roots``): one message. Returns what the guards leave and
+    the locked roots (None when a locked row is no longer a root, as ``_lock_roots``)."""
     e, p = identifiers.email, identifiers.phone
     count = e is not None and p is not None and policy.generic_threshold > 0
     params.update(_hashes(conn, identifiers, policy), count=count, n=policy.generic_threshold + 1)
-    row = prepared.run(conn, lock_sql + _GUARDS_X.on(conn), params)[0]
+    row = prepared.run(conn, lock_sql + "SAVEPOINT roots;" + _GUARDS_ROOTS_X.on(conn), params)[0]
     marks = Marks()
     if row[0]:
         marks.generic.add(("e", e))  # type: ignore[arg-type]
@@ -319,7 +339,14 @@ def _screen(
         marks.baseline[("e", e)] = row[6]  # type: ignore[index]
     if row[7]:
         marks.baseline[("p", p)] = row[7]  # type: ignore[index]
-    return screen(identifiers, policy, marks)
+    ids, emails, phones, linked, created = row[8], row[9], row[10], row[11], row[12]
+    roots = None
+    if all(link is None for link in linked):
+        roots = [
+            Row(id=i, email=em, phone=ph, linked_id=None, created_at=at)
+            for i, em, ph, at in zip(ids, emails, phones, created, strict=True)
+        ]
+    return screen(identifiers, policy, marks), roots
 
 
 def identify(
@@ -335,12 +362,15 @@ def identify(
     ``peeked``: the caller already ran :func:`peek` (outside this transaction) and it
     found the request may write; the locked path starts at once.
 
-    The identifier locks and the guards of the request's values travel in one message;
-    the root lookup ``FOR UPDATE`` in the next. The root locks are taken inside a
+    The identifier locks, the guards of the request's values and the root lookup ``FOR
+    UPDATE`` travel in one message (the root lookup in a statement after the locks: its
+    snapshot is taken once they are granted). The root locks are taken inside a
     savepoint: when a root turns out stale (demoted by a merge, or no longer the root of
     our values after a split), rolling back to it gives those row locks back before we
     look again, so a chase never holds a lock that the writer we are chasing waits for.
-    The identifier locks, taken before the savepoint, stay held.
+    The identifier locks, taken before the savepoint, stay held. When a guard leaves a
+    value out, the roots locked for it are given back the same way and looked up again
+    for the values that remain.
     """
     policy = policy or GuardPolicy()
     if not peeked:
@@ -350,25 +380,28 @@ def identify(
     keys = sorted({advisory_key(k) for k in identifier_keys(identifiers)})
     params: dict[str, Any] = {"cause": cause}
     params.update({f"k{i}": key for i, key in enumerate(keys)})
-    screened = _screen(
-        conn,
-        identifiers,
-        policy,
-        params | {"e": identifiers.email, "p": identifiers.phone},
-        _LOCK_SQL[len(keys)],
-    )
+    params.update(e=identifiers.email, p=identifiers.phone)
+    screened, roots = _screen(conn, identifiers, policy, params, _LOCK_SQL[len(keys)])
+    sql = "ROLLBACK TO SAVEPOINT roots;" + _ROOTS_X.on(conn)
+    if screened.identifiers != identifiers:
+        # A guard left a value out: the roots locked for it are not ours to hold. Give them
+        # back and close the savepoint before anything is written (a chase below must not
+        # roll the generic mark back), then look the roots up again for what remains.
+        prepared.run(conn, "ROLLBACK TO SAVEPOINT roots; RELEASE SAVEPOINT roots", {})
+        roots, sql = None, "SAVEPOINT roots;" + _ROOTS_X.on(conn)
     record_ignored(conn, screened)
     if screened.newly_generic:
         mark_generic(conn, screened.newly_generic, cause)
     if screened.identifiers is None:
         return AllIgnored(screened)
+    fresh = screened.identifiers != identifiers
     identifiers = screened.identifiers
     e, p = identifiers.email, identifiers.phone
     params.update(e=e, p=p)
-    sql = "SAVEPOINT roots;" + _ROOTS_X.on(conn)
-    for _ in range(MAX_ROOT_CHASES):
-        roots = _lock_roots(conn, sql, params)
-        sql = "ROLLBACK TO SAVEPOINT roots;" + _ROOTS_X.on(conn)
+    for chase in range(MAX_ROOT_CHASES):
+        if chase > 0 or fresh:
+            roots = _lock_roots(conn, sql, params)
+            sql = "ROLLBACK TO SAVEPOINT roots;" + _ROOTS_X.on(conn)
         if roots is None:
             continue
         if not roots:  # rule 1 (the identifier locks keep anyone else from adding e or p)
@@ -390,6 +423,7 @@ def identify(
         params.update(w=winner.id, roots=[r.id for r in roots])
         summary = prepared.run(conn, _ANSWER_X.on(conn), params)[0]
         if set(summary[6]) != {r.id for r in roots}:
+            roots = None
             continue  # a split moved our values under another root: look again
         view = _write(conn, identifiers, roots, winner, summary, params)
         return replace(view, ignored=screened.ignored) if screened.ignored else view

@@ -77,7 +77,7 @@ def test_the_same_answers_and_messages_prepared_or_not(engines: dict[bool, Engin
             assert check_invariants(conn) == []
         names = prepared_names(engine)
         if prepared:
-            assert {"identity_peek", "identity_guards", "identity_roots"} <= names
+            assert {"identity_peek", "identity_guards_roots", "identity_roots"} <= names
         else:
             assert not {n for n in names if n.startswith("identity_")}
     assert [v for v, _ in seen[True]] == [v for v, _ in seen[False]]
