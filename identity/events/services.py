@@ -309,21 +309,28 @@ def apply_events(
         return BatchResult(0, duplicates, 0, 0)
     # Under the identifier locks, one read of every live row holding a value of the batch
     # (but those a guard ignores whatever the event: a generic value may be held by
-    # thousands): it gives the pairs on record and every value's contact partners, and it
-    # names the roots to lock. Then the links of the pairs no contact holds.
+    # thousands): it gives the pairs contacts hold and every value's contact partners,
+    # and it names the roots to lock. Then the links touching the pairs no contact holds.
     marks = load_marks(conn, policy, _values_of_batch(fresh_events), with_erased=True)
-    pairs = _pairs_of_batch(fresh_events, policy, marks)
-    emails, phones = _open_values(fresh_events, policy, marks)
+    ignored = _ignored_anyway(fresh_events, policy, marks)
+    pairs = _pairs_of_batch(fresh_events, ignored)
+    emails, phones = _split(_values_of_batch(fresh_events) - ignored)
     found = _matching(conn, emails, phones)
-    on_record = {(r[1], r[2]) for r in found}
-    open_pairs = pairs - on_record
-    linked = links_touching(conn, {e for e, _ in open_pairs}, {p for _, p in open_pairs})
+    held = {(r[1], r[2]) for r in found}
+    open_pairs = pairs - held
+    linked = links_touching(conn, {e for e, _ in open_pairs}, {p for _, p in open_pairs}) & pairs
+    held |= linked
     if policy.generic_threshold > 0:
-        # Partners only for the values of pairs not on record: a value whose every pair in
-        # the batch is held already gains no partner here, so it cannot cross.
-        counted = {v for e, p in open_pairs for v in (("e", e), ("p", p))}
-        marks.partners = partners_on_record(counted, on_record | linked)
+        # Link partners only for the values of pairs no contact holds: each partner the
+        # batch gives any other value is in that value's contact partners already.
+        counted = {v for e, p in pairs for v in (("e", e), ("p", p))}
+        marks.partners = partners_on_record(counted, held)
     kept = _screen_batch(conn, fresh_events, policy, marks)
+    # An event whose pair is on record (a contact or a link holds exactly it) changes
+    # nothing, whatever else the batch does: its two values are one cluster already and
+    # stay so (rule 4; docs/ARCHITECTURE.md, "The lock-free repeat lookup"). It is in the
+    # ledger; its cluster's root is not locked for it.
+    kept = [(cause, i) for cause, i in kept if (i.email, i.phone) not in held]
     fresh = [identifiers for _, identifiers in kept]
     causes = [event_id for event_id, _ in kept]
     if not fresh:
@@ -335,7 +342,7 @@ def apply_events(
     found = [r for r in found if r[1] in kept_e or r[2] in kept_p]
     rows, roots = _lock_batch_roots(conn, emails, phones, found)
     now = utcnow()  # after the locks: a row that waited is never older than the one it waited for
-    plan = plan_batch(fresh, rows, roots, now, linked & pairs)
+    plan = plan_batch(fresh, rows, roots, now, linked)
     ids = _allocate_ids(conn, len(plan.new_rows))
 
     def real(ref: Ref) -> int:
@@ -390,33 +397,29 @@ def _values_of_batch(events: Sequence[Event]) -> set[Value]:
     return {v for e in events for v in values_of(e.identifiers)}
 
 
-def _ignored_anyway(value: Value, policy: GuardPolicy, marks: Marks) -> bool:
-    """A value every event of the batch ignores (an erasure time depends on the event)."""
-    return value in marks.generic or value in marks.suppressed or policy.is_blocked(value)
+def _ignored_anyway(events: Sequence[Event], policy: GuardPolicy, marks: Marks) -> set[Value]:
+    """The batch's values every event ignores (an erasure time depends on the event)."""
+    return {
+        v
+        for v in _values_of_batch(events)
+        if v in marks.generic or v in marks.suppressed or policy.is_blocked(v)
+    }
 
 
-def _pairs_of_batch(
-    events: Sequence[Event], policy: GuardPolicy, marks: Marks
-) -> set[tuple[str, str]]:
+def _pairs_of_batch(events: Sequence[Event], ignored: set[Value]) -> set[tuple[str, str]]:
     """The (email, phone) pairs the batch may assert (neither value ignored anyway)."""
-    out = set()
-    for e in events:
-        email, phone = e.identifiers.email, e.identifiers.phone
-        if email is None or phone is None:
-            continue
-        if not (
-            _ignored_anyway(("e", email), policy, marks)
-            or _ignored_anyway(("p", phone), policy, marks)
-        ):
-            out.add((email, phone))
-    return out
+    return {
+        (i.email, i.phone)
+        for i in (e.identifiers for e in events)
+        if i.email is not None
+        and i.phone is not None
+        and ("e", i.email) not in ignored
+        and ("p", i.phone) not in ignored
+    }
 
 
-def _open_values(
-    events: Sequence[Event], policy: GuardPolicy, marks: Marks
-) -> tuple[list[str], list[str]]:
-    """The batch's emails and phones that some event may keep."""
-    values = {v for v in _values_of_batch(events) if not _ignored_anyway(v, policy, marks)}
+def _split(values: set[Value]) -> tuple[list[str], list[str]]:
+    """Emails and phones, each sorted."""
     return sorted(x for k, x in values if k == "e"), sorted(x for k, x in values if k == "p")
 
 
