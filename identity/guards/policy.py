@@ -108,7 +108,7 @@ class GuardPolicy:
 
     def is_blocked(self, value: Value) -> bool:
         # A loop, not any() over a generator: called for every value of every event.
-        for pattern in self._blocked[value[0]]:
+        for pattern in self._blocked[value[0]]:  # noqa: SIM110
             if pattern.fullmatch(value[1]):
                 return True
         return False
