@@ -47,6 +47,7 @@ from identity.guards.policy import (
 )
 from identity.guards.store import load_marks, mark_generic
 from identity.normalize import Identifiers
+from identity.storage import prepared
 from identity.storage.db import raw_execute, utcnow
 from identity.storage.locking import advisory_key, identifier_keys, lock_keys
 from identity.storage.models import Contact, DeadLetter, EventInbox, ProcessedEvent
@@ -121,10 +122,7 @@ def _lock_identifiers(conn: Connection, keys: set[str]) -> None:
         lock_keys(conn, keys)  # nothing to lock (SQLite serializes writers)
         return
     ids = sorted({advisory_key(k) for k in keys})
-    conn.execute(
-        text("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:ids AS bigint[])) AS k"),
-        {"ids": ids},
-    )
+    prepared.run(conn, _LOCK_KEYS_X.on(conn), {"ids": ids})
 
 
 def _one_of(conn: Connection, column: Any, values: Sequence[Any]) -> Any:
@@ -146,6 +144,18 @@ _PG_LOCK_ROOTS = """
 SELECT id, email, phone_number, linked_id, created_at FROM contact
 WHERE deleted_at IS NULL AND id = ANY(%(roots)s::integer[]) ORDER BY id FOR UPDATE"""
 
+# Prepared once per connection (identity.storage.prepared): planning these, each with
+# arrays of a thousand values, cost PostgreSQL about as much as running them.
+_MATCHING_X = prepared.Prepared(
+    "events_matching", _PG_MATCHING, {"emails": "text[]", "phones": "text[]"}
+)
+_LOCK_ROOTS_X = prepared.Prepared("events_lock_roots", _PG_LOCK_ROOTS, {"roots": "integer[]"})
+_LOCK_KEYS_X = prepared.Prepared(
+    "events_lock_keys",
+    "SELECT count(pg_advisory_xact_lock(k)) FROM unnest(%(ids)s::bigint[]) AS k",
+    {"ids": "bigint[]"},
+)
+
 #: (id, email, phone, linked_id, created_at) of a live contact
 RowTuple = tuple[Any, ...]
 
@@ -157,7 +167,7 @@ def _tuple_row(r: RowTuple) -> Row:
 def _matching(conn: Connection, emails: list[str], phones: list[str]) -> list[RowTuple]:
     """The live rows holding any of ``emails`` or ``phones``, as tuples."""
     if conn.dialect.name == "postgresql":
-        return raw_execute(conn, _PG_MATCHING, {"emails": emails, "phones": phones})
+        return prepared.run(conn, _MATCHING_X.on(conn), {"emails": emails, "phones": phones})
     matches = []
     if emails:
         matches.append(c.email.in_(emails))
@@ -193,8 +203,8 @@ def _lock_batch_roots(
         if not root_ids:
             return [], []
         if pg:
-            raw_execute(conn, "SAVEPOINT batch_roots", {})
-            roots = raw_execute(conn, _PG_LOCK_ROOTS, {"roots": root_ids})
+            lock = "SAVEPOINT batch_roots;" + _LOCK_ROOTS_X.on(conn)
+            roots = prepared.run(conn, lock, {"roots": root_ids})
         else:
             columns = (c.id, c.email, c.phone_number, c.linked_id, c.created_at)
             query = select(*columns).where(_LIVE, c.id.in_(root_ids)).order_by(c.id)
