@@ -48,7 +48,7 @@ from identity.guards.policy import (
 from identity.guards.store import load_marks, mark_generic
 from identity.normalize import Identifiers
 from identity.storage import prepared
-from identity.storage.db import raw_execute, utcnow
+from identity.storage.db import int_array, raw_execute, text_array, utcnow
 from identity.storage.locking import advisory_key, identifier_keys, lock_keys
 from identity.storage.models import Contact, DeadLetter, EventInbox, ProcessedEvent
 
@@ -100,7 +100,7 @@ def _record_in_ledger(conn: Connection, event_ids: list[str], now: datetime) -> 
                 " SELECT unnest(CAST(:ids AS text[])), :now"
                 " ON CONFLICT DO NOTHING RETURNING event_id"
             ),
-            {"ids": ids, "now": now},
+            {"ids": text_array(ids), "now": now},
         )
         return set(result.scalars())
     stmt = (
@@ -110,6 +110,18 @@ def _record_in_ledger(conn: Connection, event_ids: list[str], now: datetime) -> 
         .returning(ledger.c.event_id)
     )
     return set(conn.execute(stmt).scalars())
+
+
+def _delete_from_inbox(conn: Connection, event_ids: list[str]) -> None:
+    """The batch's events leave the inbox, in the transaction that applies them."""
+    if conn.dialect.name == "postgresql":
+        raw_execute(
+            conn,
+            "DELETE FROM event_inbox WHERE event_id = ANY(%(ids)s::text[])",
+            {"ids": text_array(event_ids)},
+        )
+        return
+    conn.execute(delete(inbox).where(inbox.c.event_id.in_(event_ids)))
 
 
 def _lock_identifiers(conn: Connection, keys: set[str]) -> None:
@@ -122,7 +134,7 @@ def _lock_identifiers(conn: Connection, keys: set[str]) -> None:
         lock_keys(conn, keys)  # nothing to lock (SQLite serializes writers)
         return
     ids = sorted({advisory_key(k) for k in keys})
-    prepared.run(conn, _LOCK_KEYS_X.on(conn), {"ids": ids})
+    prepared.run(conn, _LOCK_KEYS_X.on(conn), {"ids": int_array(ids)})
 
 
 def _one_of(conn: Connection, column: Any, values: Sequence[Any]) -> Any:
@@ -167,7 +179,8 @@ def _tuple_row(r: RowTuple) -> Row:
 def _matching(conn: Connection, emails: list[str], phones: list[str]) -> list[RowTuple]:
     """The live rows holding any of ``emails`` or ``phones``, as tuples."""
     if conn.dialect.name == "postgresql":
-        return prepared.run(conn, _MATCHING_X.on(conn), {"emails": emails, "phones": phones})
+        arrays = {"emails": text_array(emails), "phones": text_array(phones)}
+        return prepared.run(conn, _MATCHING_X.on(conn), arrays)
     matches = []
     if emails:
         matches.append(c.email.in_(emails))
@@ -204,7 +217,7 @@ def _lock_batch_roots(
             return [], []
         if pg:
             lock = "SAVEPOINT batch_roots;" + _LOCK_ROOTS_X.on(conn)
-            roots = prepared.run(conn, lock, {"roots": root_ids})
+            roots = prepared.run(conn, lock, {"roots": int_array(root_ids)})
         else:
             columns = (c.id, c.email, c.phone_number, c.linked_id, c.created_at)
             query = select(*columns).where(_LIVE, c.id.in_(root_ids)).order_by(c.id)
@@ -312,7 +325,7 @@ def apply_events(
     _lock_identifiers(conn, keys)
     now = utcnow()
     fresh_ids = _record_in_ledger(conn, list(first), now)
-    conn.execute(delete(inbox).where(_one_of(conn, inbox.c.event_id, list(first))))
+    _delete_from_inbox(conn, list(first))
     fresh_events = [e for e in first.values() if e.event_id in fresh_ids]
     duplicates = len(events) - len(fresh_events)
     if not fresh_events:

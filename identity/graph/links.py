@@ -9,7 +9,7 @@ from sqlalchemy import Table, or_, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from identity.storage.db import raw_execute
+from identity.storage.db import raw_execute, text_array
 from identity.storage.models import Link
 
 link: Table = Link.__table__  # type: ignore[assignment]
@@ -74,7 +74,7 @@ def links_touching(conn: Connection, emails: Iterable[str], phones: Iterable[str
             conn,
             "SELECT email, phone_number FROM link WHERE email = ANY(%(e)s::text[])"
             " UNION SELECT email, phone_number FROM link WHERE phone_number = ANY(%(p)s::text[])",
-            {"e": emails, "p": phones},
+            {"e": text_array(emails), "p": text_array(phones)},
         )
         return {(e, p) for e, p in found}
     condition = or_(link.c.email.in_(emails), link.c.phone_number.in_(phones))

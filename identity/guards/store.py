@@ -20,7 +20,7 @@ from identity.feed import changes as feed
 from identity.guards.hashing import EMAIL, PHONE, resolve_key, value_hash
 from identity.guards.policy import FIELD, GuardPolicy, Marks, Value
 from identity.storage import prepared
-from identity.storage.db import utcnow
+from identity.storage.db import text_array, utcnow
 from identity.storage.locking import lock_keys
 from identity.storage.models import Contact, ErasedValue, GenericValue, Link
 
@@ -115,7 +115,10 @@ def _pg_marks(
     back (a 500-event batch has ~1,000 values: the ``IN`` of tuples compiled per batch
     was most of apply_events' Python time)."""
     kinds = {EMAIL: "e", PHONE: "p"}
-    params = {"fields": [_kind(v) for v in wanted], "values": [v[1] for v in wanted]}
+    params = {
+        "fields": text_array([_kind(v) for v in wanted]),
+        "values": text_array([v[1] for v in wanted]),
+    }
     for field_name, value, cleared_at, baseline in prepared.run(conn, _GENERIC_X.on(conn), params):
         if cleared_at is None:
             marks.generic.add((kinds[field_name], value))
@@ -124,7 +127,7 @@ def _pg_marks(
     key = resolve_key(conn, policy.configured_key)
     hashes = {value_hash(key, _kind(v), v[1]): v for v in wanted}
     for value_hash_, erased_at, suppressed in prepared.run(
-        conn, _ERASED_X.on(conn), {"hashes": list(hashes)}
+        conn, _ERASED_X.on(conn), {"hashes": text_array(list(hashes))}
     ):
         value = hashes[value_hash_]
         if suppressed:
