@@ -306,7 +306,9 @@ def apply_events(
 
     Takes every identifier lock of the batch at once (sorted, so batches and requests
     never deadlock on them), skips events the ledger already holds, then loads the
-    matching rows and locks their roots in O(1) queries, plans the whole batch in
+    matching rows (which give the guards' partner counts too), leaves out the events
+    whose pair is on record already (they write nothing), locks the other events'
+    roots in O(1) queries, plans the whole batch in
     memory (``identity.graph.batch.plan_batch``) and writes the difference with one
     multi-row INSERT and one UPDATE. Accepted inbox rows of the batch are deleted in
     the same transaction.
@@ -349,10 +351,10 @@ def apply_events(
         counted = {v for e, p in pairs for v in (("e", e), ("p", p))}
         marks.partners = partners_on_record(counted, held)
     kept = _screen_batch(conn, fresh_events, policy, marks)
-    # An event whose pair is on record (a contact or a link holds exactly it) changes
-    # nothing, whatever else the batch does: its two values are one cluster already and
-    # stay so (rule 4; docs/ARCHITECTURE.md, "The lock-free repeat lookup"). It is in the
-    # ledger; its cluster's root is not locked for it.
+    # An event whose pair is on record (a contact or a link holds exactly it; or whose one
+    # value a contact holds alone) changes nothing, whatever else the batch does (rule 4):
+    # it is in the ledger, and its cluster's root is not locked for it (docs/ARCHITECTURE.md,
+    # "Event batches and the root locks").
     kept = [(cause, i) for cause, i in kept if (i.email, i.phone) not in held]
     fresh = [identifiers for _, identifiers in kept]
     causes = [event_id for event_id, _ in kept]
