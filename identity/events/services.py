@@ -33,13 +33,22 @@ from identity.errors import TransientConflict
 from identity.events.messages import Event
 from identity.feed import changes as feed
 from identity.graph.batch import ClusterOf, NewRef, PlannedChange, Ref, plan_batch
-from identity.graph.links import linked_pairs, record_links
+from identity.graph.links import links_touching, record_links
 from identity.graph.reconcile import Row
 from identity.graph.services import MAX_ROOT_CHASES
-from identity.guards.policy import GuardPolicy, record_ignored, screen, values_of
+from identity.guards.policy import (
+    GuardPolicy,
+    Marks,
+    Value,
+    partners_on_record,
+    record_ignored,
+    screen,
+    values_of,
+)
 from identity.guards.store import load_marks, mark_generic
 from identity.normalize import Identifiers
-from identity.storage.db import raw_execute, utcnow
+from identity.storage import prepared
+from identity.storage.db import int_array, raw_execute, text_array, utcnow
 from identity.storage.locking import advisory_key, identifier_keys, lock_keys
 from identity.storage.models import Contact, DeadLetter, EventInbox, ProcessedEvent
 
@@ -91,7 +100,7 @@ def _record_in_ledger(conn: Connection, event_ids: list[str], now: datetime) -> 
                 " SELECT unnest(CAST(:ids AS text[])), :now"
                 " ON CONFLICT DO NOTHING RETURNING event_id"
             ),
-            {"ids": ids, "now": now},
+            {"ids": text_array(ids), "now": now},
         )
         return set(result.scalars())
     stmt = (
@@ -101,6 +110,18 @@ def _record_in_ledger(conn: Connection, event_ids: list[str], now: datetime) -> 
         .returning(ledger.c.event_id)
     )
     return set(conn.execute(stmt).scalars())
+
+
+def _delete_from_inbox(conn: Connection, event_ids: list[str]) -> None:
+    """The batch's events leave the inbox, in the transaction that applies them."""
+    if conn.dialect.name == "postgresql":
+        raw_execute(
+            conn,
+            "DELETE FROM event_inbox WHERE event_id = ANY(%(ids)s::text[])",
+            {"ids": text_array(event_ids)},
+        )
+        return
+    conn.execute(delete(inbox).where(inbox.c.event_id.in_(event_ids)))
 
 
 def _lock_identifiers(conn: Connection, keys: set[str]) -> None:
@@ -113,10 +134,7 @@ def _lock_identifiers(conn: Connection, keys: set[str]) -> None:
         lock_keys(conn, keys)  # nothing to lock (SQLite serializes writers)
         return
     ids = sorted({advisory_key(k) for k in keys})
-    conn.execute(
-        text("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:ids AS bigint[])) AS k"),
-        {"ids": ids},
-    )
+    prepared.run(conn, _LOCK_KEYS_X.on(conn), {"ids": int_array(ids)})
 
 
 def _one_of(conn: Connection, column: Any, values: Sequence[Any]) -> Any:
@@ -124,12 +142,6 @@ def _one_of(conn: Connection, column: Any, values: Sequence[Any]) -> Any:
     if conn.dialect.name == "postgresql":
         return column == any_(literal(list(values), ARRAY(column.type)))
     return column.in_(list(values))
-
-
-def _row(r: Any) -> Row:
-    return Row(
-        id=r.id, email=r.email, phone=r.phone_number, linked_id=r.linked_id, created_at=r.created_at
-    )
 
 
 # The batch's rows and roots on PostgreSQL: plain SQL with one array parameter per list,
@@ -144,91 +156,82 @@ _PG_LOCK_ROOTS = """
 SELECT id, email, phone_number, linked_id, created_at FROM contact
 WHERE deleted_at IS NULL AND id = ANY(%(roots)s::integer[]) ORDER BY id FOR UPDATE"""
 
+# Prepared once per connection (identity.storage.prepared): planning these, each with
+# arrays of a thousand values, cost PostgreSQL about as much as running them.
+_MATCHING_X = prepared.Prepared(
+    "events_matching", _PG_MATCHING, {"emails": "text[]", "phones": "text[]"}
+)
+_LOCK_ROOTS_X = prepared.Prepared("events_lock_roots", _PG_LOCK_ROOTS, {"roots": "integer[]"})
+_LOCK_KEYS_X = prepared.Prepared(
+    "events_lock_keys",
+    "SELECT count(pg_advisory_xact_lock(k)) FROM unnest(%(ids)s::bigint[]) AS k",
+    {"ids": "bigint[]"},
+)
 
-def _tuple_row(r: tuple[Any, ...]) -> Row:
+#: (id, email, phone, linked_id, created_at) of a live contact
+RowTuple = tuple[Any, ...]
+
+
+def _tuple_row(r: RowTuple) -> Row:
     return Row(id=r[0], email=r[1], phone=r[2], linked_id=r[3], created_at=r[4])
 
 
-def _pg_lock_batch_roots(
-    conn: Connection, emails: list[str], phones: list[str]
-) -> tuple[list[Row], list[Row]]:
-    """``_lock_batch_roots`` on PostgreSQL, the same protocol on tuples."""
-    params: dict[str, Any] = {"emails": emails, "phones": phones}
-
-    def roots_of(rows: list[tuple[Any, ...]]) -> list[int]:
-        return sorted({r[3] if r[3] is not None else r[0] for r in rows})
-
-    rows = raw_execute(conn, _PG_MATCHING, params)
-    for _ in range(MAX_ROOT_CHASES):
-        root_ids = roots_of(rows)
-        if not root_ids:
-            return [], []
-        raw_execute(conn, "SAVEPOINT batch_roots", {})
-        roots = raw_execute(conn, _PG_LOCK_ROOTS, {"roots": root_ids})
-        if len(roots) == len(root_ids) and all(r[3] is None for r in roots):
-            # Read the rows again now that the roots are locked: an erasure may have
-            # split a cluster (promoting a row nobody locked) or cleared a value.
-            rows = raw_execute(conn, _PG_MATCHING, params)
-            if roots_of(rows) == root_ids:
-                raw_execute(conn, "RELEASE SAVEPOINT batch_roots", {})  # locks pass up
-                return [_tuple_row(r) for r in rows], [_tuple_row(r) for r in roots]
-        else:
-            rows = raw_execute(conn, _PG_MATCHING, params)
-        raw_execute(conn, "ROLLBACK TO SAVEPOINT batch_roots", {})
-    raise TransientConflict("cluster roots kept moving under concurrent merges")
+def _matching(conn: Connection, emails: list[str], phones: list[str]) -> list[RowTuple]:
+    """The live rows holding any of ``emails`` or ``phones``, as tuples."""
+    if conn.dialect.name == "postgresql":
+        arrays = {"emails": text_array(emails), "phones": text_array(phones)}
+        return prepared.run(conn, _MATCHING_X.on(conn), arrays)
+    matches = []
+    if emails:
+        matches.append(c.email.in_(emails))
+    if phones:
+        matches.append(c.phone_number.in_(phones))
+    if not matches:
+        return []
+    columns = (c.id, c.email, c.phone_number, c.linked_id, c.created_at)
+    return [tuple(r) for r in conn.execute(select(*columns).where(_LIVE, or_(*matches)))]
 
 
 def _lock_batch_roots(
-    conn: Connection, emails: list[str], phones: list[str]
+    conn: Connection, emails: list[str], phones: list[str], rows: list[RowTuple]
 ) -> tuple[list[Row], list[Row]]:
     """The live rows holding any of the identifiers, and their roots locked FOR UPDATE.
 
-    Same protocol as ``services.lock_roots``: lock in id order, then re-check that each
-    locked row is still a root; a concurrent merge sends us round again.
+    ``rows``: those rows as read earlier in the transaction (under the identifier locks,
+    before the root locks): they only say which roots to lock. Same protocol as
+    ``services.lock_roots``: lock in id order, re-check that each locked row is still a
+    root (a concurrent merge sends us round again), then read the rows again now that
+    the roots are locked, and go round again unless they name exactly the locked roots.
     """
-    if conn.dialect.name == "postgresql":
-        return _pg_lock_batch_roots(conn, emails, phones)
-    columns = (c.id, c.email, c.phone_number, c.linked_id, c.created_at)
-    matches = []
-    if emails:
-        matches.append(_one_of(conn, c.email, emails))
-    if phones:
-        matches.append(_one_of(conn, c.phone_number, phones))
     # On PostgreSQL the root locks are taken in a savepoint, rolled back when a root is
     # stale, so a chase never holds row locks that the merge it chases waits for
     # (see pg_identify.lock_and_find_roots). SQLite serializes writers: no chase.
-    savepoints = conn.dialect.name == "postgresql"
+    pg = conn.dialect.name == "postgresql"
 
-    def matching() -> list[Row]:
-        return [_row(r) for r in conn.execute(select(*columns).where(_LIVE, or_(*matches)))]
+    def roots_of(rows: list[RowTuple]) -> list[int]:
+        return sorted({r[3] if r[3] is not None else r[0] for r in rows})
 
-    def roots_of(rows: list[Row]) -> list[int]:
-        return sorted({r.linked_id if r.linked_id is not None else r.id for r in rows})
-
-    rows = matching()
     for _ in range(MAX_ROOT_CHASES):
         root_ids = roots_of(rows)
         if not root_ids:
             return [], []
-        savepoint = conn.begin_nested() if savepoints else None
-        roots = conn.execute(
-            select(*columns)
-            .where(_LIVE, _one_of(conn, c.id, root_ids))
-            .order_by(c.id)
-            .with_for_update()
-        ).all()
-        if len(roots) == len(root_ids) and all(r.linked_id is None for r in roots):
-            # Read the rows again now that the roots are locked: an erasure may have
-            # split a cluster (promoting a row nobody locked) or cleared a value.
-            rows = matching()
-            if roots_of(rows) == root_ids:
-                if savepoint is not None:
-                    savepoint.commit()  # RELEASE: the row locks pass to the transaction
-                return rows, [_row(r) for r in roots]
+        if pg:
+            lock = "SAVEPOINT batch_roots;" + _LOCK_ROOTS_X.on(conn)
+            roots = prepared.run(conn, lock, {"roots": int_array(root_ids)})
         else:
-            rows = matching()
-        if savepoint is not None:
-            savepoint.rollback()
+            columns = (c.id, c.email, c.phone_number, c.linked_id, c.created_at)
+            query = select(*columns).where(_LIVE, c.id.in_(root_ids)).order_by(c.id)
+            roots = [tuple(r) for r in conn.execute(query.with_for_update())]
+        # Read the rows again now that the roots are locked: an erasure may have split a
+        # cluster (promoting a row nobody locked) or cleared a value; a merge moved them.
+        rows = _matching(conn, emails, phones)
+        still_roots = len(roots) == len(root_ids) and all(r[3] is None for r in roots)
+        if still_roots and roots_of(rows) == root_ids:
+            if pg:
+                raw_execute(conn, "RELEASE SAVEPOINT batch_roots", {})  # locks pass up
+            return [_tuple_row(r) for r in rows], [_tuple_row(r) for r in roots]
+        if pg:
+            raw_execute(conn, "ROLLBACK TO SAVEPOINT batch_roots", {})
     raise TransientConflict("cluster roots kept moving under concurrent merges")
 
 
@@ -303,7 +306,9 @@ def apply_events(
 
     Takes every identifier lock of the batch at once (sorted, so batches and requests
     never deadlock on them), skips events the ledger already holds, then loads the
-    matching rows and locks their roots in O(1) queries, plans the whole batch in
+    matching rows (which give the guards' partner counts too), leaves out the events
+    whose pair is on record already (they write nothing), locks the other events'
+    roots in O(1) queries, plans the whole batch in
     memory (``identity.graph.batch.plan_batch``) and writes the difference with one
     multi-row INSERT and one UPDATE. Accepted inbox rows of the batch are deleted in
     the same transaction.
@@ -322,12 +327,35 @@ def apply_events(
     _lock_identifiers(conn, keys)
     now = utcnow()
     fresh_ids = _record_in_ledger(conn, list(first), now)
-    conn.execute(delete(inbox).where(_one_of(conn, inbox.c.event_id, list(first))))
+    _delete_from_inbox(conn, list(first))
     fresh_events = [e for e in first.values() if e.event_id in fresh_ids]
     duplicates = len(events) - len(fresh_events)
     if not fresh_events:
         return BatchResult(0, duplicates, 0, 0)
-    kept = _screen_batch(conn, fresh_events, policy)
+    # Under the identifier locks, one read of every live row holding a value of the batch
+    # (but those a guard ignores whatever the event: a generic value may be held by
+    # thousands): it gives the pairs contacts hold and every value's contact partners,
+    # and it names the roots to lock. Then the links touching the pairs no contact holds.
+    marks = load_marks(conn, policy, _values_of_batch(fresh_events), with_erased=True)
+    ignored = _ignored_anyway(fresh_events, policy, marks)
+    pairs = _pairs_of_batch(fresh_events, ignored)
+    emails, phones = _split(_values_of_batch(fresh_events) - ignored)
+    found = _matching(conn, emails, phones)
+    held = {(r[1], r[2]) for r in found}
+    open_pairs = pairs - held
+    linked = links_touching(conn, {e for e, _ in open_pairs}, {p for _, p in open_pairs}) & pairs
+    held |= linked
+    if policy.generic_threshold > 0:
+        # Link partners only for the values of pairs no contact holds: each partner the
+        # batch gives any other value is in that value's contact partners already.
+        counted = {v for e, p in pairs for v in (("e", e), ("p", p))}
+        marks.partners = partners_on_record(counted, held)
+    kept = _screen_batch(conn, fresh_events, policy, marks)
+    # An event whose pair is on record (a contact or a link holds exactly it; or whose one
+    # value a contact holds alone) changes nothing, whatever else the batch does (rule 4):
+    # it is in the ledger, and its cluster's root is not locked for it (docs/ARCHITECTURE.md,
+    # "Event batches and the root locks").
+    kept = [(cause, i) for cause, i in kept if (i.email, i.phone) not in held]
     fresh = [identifiers for _, identifiers in kept]
     causes = [event_id for event_id, _ in kept]
     if not fresh:
@@ -335,11 +363,10 @@ def apply_events(
 
     emails = sorted({i.email for i in fresh if i.email is not None})
     phones = sorted({i.phone for i in fresh if i.phone is not None})
-    rows, roots = _lock_batch_roots(conn, emails, phones)
+    kept_e, kept_p = set(emails), set(phones)
+    found = [r for r in found if r[1] in kept_e or r[2] in kept_p]
+    rows, roots = _lock_batch_roots(conn, emails, phones, found)
     now = utcnow()  # after the locks: a row that waited is never older than the one it waited for
-    pairs = {(i.email, i.phone) for i in fresh if i.email is not None and i.phone is not None}
-    held = {(r.email, r.phone) for r in rows}
-    linked = linked_pairs(conn, [p for p in pairs if p not in held])
     plan = plan_batch(fresh, rows, roots, now, linked)
     ids = _allocate_ids(conn, len(plan.new_rows))
 
@@ -391,17 +418,43 @@ def _contact_arrays(
     }
 
 
+def _values_of_batch(events: Sequence[Event]) -> set[Value]:
+    return {v for e in events for v in values_of(e.identifiers)}
+
+
+def _ignored_anyway(events: Sequence[Event], policy: GuardPolicy, marks: Marks) -> set[Value]:
+    """The batch's values every event ignores (an erasure time depends on the event)."""
+    return {
+        v
+        for v in _values_of_batch(events)
+        if v in marks.generic or v in marks.suppressed or policy.is_blocked(v)
+    }
+
+
+def _pairs_of_batch(events: Sequence[Event], ignored: set[Value]) -> set[tuple[str, str]]:
+    """The (email, phone) pairs the batch may assert (neither value ignored anyway)."""
+    return {
+        (i.email, i.phone)
+        for i in (e.identifiers for e in events)
+        if i.email is not None
+        and i.phone is not None
+        and ("e", i.email) not in ignored
+        and ("p", i.phone) not in ignored
+    }
+
+
+def _split(values: set[Value]) -> tuple[list[str], list[str]]:
+    """Emails and phones, each sorted."""
+    return sorted(x for k, x in values if k == "e"), sorted(x for k, x in values if k == "p")
+
+
 def _screen_batch(
-    conn: Connection, events: Sequence[Event], policy: GuardPolicy
+    conn: Connection, events: Sequence[Event], policy: GuardPolicy, marks: Marks
 ) -> list[tuple[str, Identifiers]]:
     """Each event's identifiers without its ignored values, in order; events left with
     nothing are dropped. Generic marks the batch causes are recorded; ignored values are
-    noted on the event's ledger row (field and reason, never the value)."""
-    values = {v for e in events for v in values_of(e.identifiers)}
-    pairs = {
-        v for e in events if len(values_of(e.identifiers)) == 2 for v in values_of(e.identifiers)
-    }
-    marks = load_marks(conn, policy, values, count_partners=pairs, with_erased=True)
+    noted on the event's ledger row (field and reason, never the value). ``marks``: the
+    batch's values' marks and partners, read under their identifier locks."""
     kept = []
     notes = []
     for event in events:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import Table, select, tuple_
+from sqlalchemy import Table, or_, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from identity.storage.db import raw_execute
+from identity.storage.db import raw_execute, text_array
 from identity.storage.models import Link
 
 link: Table = Link.__table__  # type: ignore[assignment]
@@ -59,5 +59,24 @@ def linked_pairs(conn: Connection, pairs: Iterable[Pair]) -> set[Pair]:
         )
         return {(e, p) for e, p in found}
     condition = tuple_(link.c.email, link.c.phone_number).in_(wanted)
+    rows = conn.execute(select(link.c.email, link.c.phone_number).where(condition)).all()
+    return {(r.email, r.phone_number) for r in rows}
+
+
+def links_touching(conn: Connection, emails: Iterable[str], phones: Iterable[str]) -> set[Pair]:
+    """Every link holding one of ``emails`` or one of ``phones``: the links of a batch's
+    pairs (those it holds exactly) and its values' link partners, in one read."""
+    emails, phones = sorted(set(emails)), sorted(set(phones))
+    if not emails and not phones:
+        return set()
+    if conn.dialect.name == "postgresql":
+        found = raw_execute(
+            conn,
+            "SELECT email, phone_number FROM link WHERE email = ANY(%(e)s::text[])"
+            " UNION SELECT email, phone_number FROM link WHERE phone_number = ANY(%(p)s::text[])",
+            {"e": text_array(emails), "p": text_array(phones)},
+        )
+        return {(e, p) for e, p in found}
+    condition = or_(link.c.email.in_(emails), link.c.phone_number.in_(phones))
     rows = conn.execute(select(link.c.email, link.c.phone_number).where(condition)).all()
     return {(r.email, r.phone_number) for r in rows}

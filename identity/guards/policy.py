@@ -107,7 +107,11 @@ class GuardPolicy:
         return {"e": one(self.blocked_emails), "p": one(self.blocked_phones)}
 
     def is_blocked(self, value: Value) -> bool:
-        return any(p.fullmatch(value[1]) for p in self._blocked[value[0]])
+        # A loop, not any() over a generator: called for every value of every event.
+        for pattern in self._blocked[value[0]]:  # noqa: SIM110
+            if pattern.fullmatch(value[1]):
+                return True
+        return False
 
     def blocked_listing(self) -> dict[str, list[str]]:
         return {
@@ -135,8 +139,10 @@ class Marks:
     generic: set[Value] = field(default_factory=set)
     suppressed: set[Value] = field(default_factory=set)
     erased_at: dict[Value, datetime] = field(default_factory=dict)
-    #: value -> its direct partners of the other kind (contacts and links), at most
-    #: threshold + baseline + 1 of them (enough to decide a crossing)
+    #: value -> its direct partners of the other kind (contacts and links): at most
+    #: threshold + baseline + 1 of them (enough to decide a crossing) for a request; all
+    #: of them for an event batch (``partners_on_record``), which leaves out the values
+    #: whose every pair in the batch is on record already (they cannot cross)
     partners: dict[Value, set[str]] = field(default_factory=dict)
     #: a value whose generic mark an operator cleared -> the partners it had then: it may
     #: gain GENERIC_THRESHOLD more before it is marked again
@@ -164,6 +170,27 @@ def values_of(identifiers: Identifiers) -> list[Value]:
         out.append(("e", identifiers.email))
     if identifiers.phone is not None:
         out.append(("p", identifiers.phone))
+    return out
+
+
+def partners_on_record(
+    values: Iterable[Value], pairs: Iterable[tuple[str | None, str | None]]
+) -> dict[Value, set[str]]:
+    """Each of ``values``' direct partners among ``pairs``, the (email, phone) of live
+    contacts and links: ``S(v)`` of docs/ARCHITECTURE.md ("Guards and the locks") when
+    ``pairs`` holds every contact and link that holds ``v``.
+
+    An event batch counts its partners this way, from the rows it reads anyway (every
+    live contact holding one of its values) and the links of its pairs not on record.
+    """
+    out: dict[Value, set[str]] = {v: set() for v in values}
+    for email, phone in pairs:
+        if email is None or phone is None:
+            continue
+        if ("e", email) in out:
+            out[("e", email)].add(phone)
+        if ("p", phone) in out:
+            out[("p", phone)].add(email)
     return out
 
 

@@ -19,7 +19,8 @@ from sqlalchemy.engine import Connection
 from identity.feed import changes as feed
 from identity.guards.hashing import EMAIL, PHONE, resolve_key, value_hash
 from identity.guards.policy import FIELD, GuardPolicy, Marks, Value
-from identity.storage.db import raw_execute, utcnow
+from identity.storage import prepared
+from identity.storage.db import text_array, utcnow
 from identity.storage.locking import lock_keys
 from identity.storage.models import Contact, ErasedValue, GenericValue, Link
 
@@ -101,6 +102,12 @@ SELECT value_hash, erased_at, suppressed FROM erased_value
 WHERE value_hash = ANY(%(hashes)s::text[])"""
 
 
+_GENERIC_X = prepared.Prepared(
+    "guards_generic", _PG_GENERIC, {"fields": "text[]", "values": "text[]"}
+)
+_ERASED_X = prepared.Prepared("guards_erased", _PG_ERASED, {"hashes": "text[]"})
+
+
 def _pg_marks(
     conn: Connection, policy: GuardPolicy, wanted: list[Value], marks: Marks, with_erased: bool
 ) -> None:
@@ -108,16 +115,19 @@ def _pg_marks(
     back (a 500-event batch has ~1,000 values: the ``IN`` of tuples compiled per batch
     was most of apply_events' Python time)."""
     kinds = {EMAIL: "e", PHONE: "p"}
-    params = {"fields": [_kind(v) for v in wanted], "values": [v[1] for v in wanted]}
-    for field_name, value, cleared_at, baseline in raw_execute(conn, _PG_GENERIC, params):
+    params = {
+        "fields": text_array([_kind(v) for v in wanted]),
+        "values": text_array([v[1] for v in wanted]),
+    }
+    for field_name, value, cleared_at, baseline in prepared.run(conn, _GENERIC_X.on(conn), params):
         if cleared_at is None:
             marks.generic.add((kinds[field_name], value))
         else:  # an operator cleared it: it may gain GENERIC_THRESHOLD more partners
             marks.baseline[(kinds[field_name], value)] = baseline
     key = resolve_key(conn, policy.configured_key)
     hashes = {value_hash(key, _kind(v), v[1]): v for v in wanted}
-    for value_hash_, erased_at, suppressed in raw_execute(
-        conn, _PG_ERASED, {"hashes": list(hashes)}
+    for value_hash_, erased_at, suppressed in prepared.run(
+        conn, _ERASED_X.on(conn), {"hashes": text_array(list(hashes))}
     ):
         value = hashes[value_hash_]
         if suppressed:

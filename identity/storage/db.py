@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -99,8 +99,8 @@ def create_db_engine(settings: Settings, *, url: str | None = None, **overrides:
         f"-c statement_timeout={int(settings.db_statement_timeout_ms)}"
         f" -c lock_timeout={int(settings.db_lock_timeout_ms)}"
         " -c idle_in_transaction_session_timeout=60000"
-        # Only the hot path's statements are PREPAREd (identity.storage.prepared), and a
-        # custom plan would re-plan them on every EXECUTE: PostgreSQL kept choosing one for
+        # Only the hot paths' statements (identify, event batches) are PREPAREd
+        # (identity.storage.prepared), and a custom plan would re-plan them on every EXECUTE: PostgreSQL kept choosing one for
         # the answer and merge statements (their integer[] parameter), which then cost
         # three times their execution (docs/DECISIONS.md, "Generic plans").
         " -c plan_cache_mode=force_generic_plan"
@@ -349,6 +349,24 @@ def run_read_only(engine: Engine, work: Callable[[Connection], T]) -> T:
         raise Unavailable(
             "database busy or unreachable, try again", reason="pool_timeout"
         ) from error
+
+
+def text_array(values: Sequence[str]) -> str:
+    """``values`` as one PostgreSQL array literal, for a ``%(x)s::text[]`` parameter.
+
+    psycopg2 adapts a list element by element (~0.7 us each); an event batch sends
+    thousands of values a transaction, and one string is adapted once. Every element is
+    double-quoted with its backslashes and double quotes escaped, so any text comes back
+    as it was (tests/integration/test_pg_arrays.py).
+    """
+    if not values:
+        return "{}"
+    return '{"' + '","'.join(v.replace("\\", "\\\\").replace('"', '\\"') for v in values) + '"}'
+
+
+def int_array(values: Sequence[int]) -> str:
+    """``values`` as one PostgreSQL array literal, for ``%(x)s::integer[]`` or ``::bigint[]``."""
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 def raw_execute(conn: Connection, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:

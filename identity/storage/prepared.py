@@ -1,4 +1,5 @@
-"""Server-side prepared statements for the PostgreSQL hot path (``pg_identify``).
+"""Server-side prepared statements for the PostgreSQL hot paths (``pg_identify``, and the
+event batch's statements in ``identity.events.services``).
 
 Measured (docs/DECISIONS.md, "Prepared statements"): planning, not executing, is most
 of what the hot path's statements cost PostgreSQL. ``_PEEK`` alone ran at 2,400 tps
@@ -32,6 +33,7 @@ from identity.storage.db import raw_execute
 _PARAM = re.compile(r"%\((\w+)\)s")
 _registry: list[Prepared] = []
 _prepare_all: str | None = None
+_prepared_count = 0
 _INFO_KEY = "identity.storage.prepared"
 #: The engine's execution option that turns preparing off (``db.create_db_engine``).
 OPTION = "identity_prepared"
@@ -68,9 +70,10 @@ class Prepared:
 
 
 def _all() -> str:
-    global _prepare_all
-    if _prepare_all is None:
+    global _prepare_all, _prepared_count
+    if _prepare_all is None or _prepared_count != len(_registry):
         _prepare_all = "DEALLOCATE ALL;" + "".join(s.prepare + ";" for s in _registry)
+        _prepared_count = len(_registry)
     return _prepare_all
 
 
@@ -78,8 +81,10 @@ def run(conn: Connection, message: str, params: Mapping[str, Any]) -> list[tuple
     """Send ``message`` (which may hold ``EXECUTE`` of registered statements) in one round
     trip, preparing every registered statement first on a connection that has not yet."""
     info = conn.connection.info
-    if info.get(_INFO_KEY) or not enabled(conn):
+    # How many statements this connection prepared: a module imported after its first use
+    # (the event batch's, in a process that served /identify first) registers more.
+    if info.get(_INFO_KEY) == len(_registry) or not enabled(conn):
         return raw_execute(conn, message, params)
     rows = raw_execute(conn, _all() + message, params)
-    info[_INFO_KEY] = True
+    info[_INFO_KEY] = len(_registry)
     return rows

@@ -142,3 +142,14 @@ def test_dead_letters_are_recorded_counted_and_taken(engine: Engine) -> None:
     assert [t.event_id for t in taken] == ["p1"]
     with engine.connect() as conn:
         assert event_services.count_dead_letters(conn) == 0
+
+
+def test_a_batch_of_new_phone_only_persons(engine: Engine) -> None:
+    """Every new row a primary and none with an email: arrays of NULLs only, which
+    PostgreSQL types as text[] unless the statement casts them."""
+    events = [Event(f"p-{i}", Identifiers(None, f"555010{i}")) for i in range(3)]
+    result = run_in_transaction(engine, lambda conn: event_services.apply_events(conn, events))
+    assert (result.applied, result.inserted) == (3, 3)
+    assert [r[1:] for r in rows(engine)] == [
+        (None, f"555010{i}", None, "primary") for i in range(3)
+    ]

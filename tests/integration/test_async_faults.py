@@ -74,12 +74,15 @@ def root_held(pg: Engine, holder: Identifiers) -> Iterator[None]:
 
 
 def wait_for_worker_blocked_on_root(pg: Engine) -> None:
-    """Until a worker's batch waits on a root row lock (held by the test) mid-transaction."""
+    """Until a worker's batch waits on a root row lock (held by the test) mid-transaction.
+
+    By the wait itself (a row lock waits on the holder's transaction), not the statement's
+    text: the batch's root lock is a prepared statement, sent as ``EXECUTE``."""
     wait_until(
         lambda: scalar(
             pg,
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-            " AND wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE%'",
+            " AND wait_event_type = 'Lock' AND wait_event IN ('transactionid', 'tuple')",
         ),
         timeout_s=30,
         what="the worker to wait on the held root inside its batch",

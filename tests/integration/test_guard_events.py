@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from identity.erasure.services import ErasureRequest, erase
 from identity.events import services as event_services
@@ -75,6 +76,54 @@ def test_a_batch_crosses_the_threshold_once_in_order(engine: Engine) -> None:
         kinds = conn.execute(text("SELECT cause FROM change WHERE kind = 'guard.marked'")).scalars()
         assert [tuple(m) for m in marks] == [("5550100", 4, "ev-3")]
         assert list(kinds) == ["ev-3"]
+
+
+def test_repeats_of_pairs_on_record_never_cross_the_threshold(engine: Engine) -> None:
+    """A value may hold more partners than the threshold (stored before the guard, or
+    before the threshold was lowered): repeating one of its pairs asserts nothing new, so
+    it is no crossing, however many repeats a batch holds; a new partner is one."""
+    held = [Event(f"ev-{i}", Identifiers(f"c{i}@shop.test", "5550100")) for i in range(6)]
+    apply(engine, held, GuardPolicy(generic_threshold=0))
+    policy = GuardPolicy(generic_threshold=3)
+    before = table_snapshot(engine)
+    apply(engine, [Event(f"again-{e.event_id}", e.identifiers) for e in held], policy)
+    after = table_snapshot(engine)
+    assert {k: v for k, v in after.items() if k != "processed_event"} == {
+        k: v for k, v in before.items() if k != "processed_event"
+    }
+    assert all(ledger(engine)[f"again-ev-{i}"] is None for i in range(6))
+    apply(engine, [Event("ev-new", Identifiers("new@shop.test", "5550100"))], policy)
+    assert ledger(engine)["ev-new"] == "phoneNumber:generic"
+    with engine.connect() as conn:
+        marks = conn.execute(text("SELECT value, partners, cause FROM generic_value")).all()
+    assert [tuple(m) for m in marks] == [("5550100", 7, "ev-new")]
+
+
+def test_a_batch_of_pairs_on_record_locks_no_root(engine: Engine) -> None:
+    """An event whose pair a contact or a link holds changes nothing (rule 4): the batch
+    takes its identifier locks, not its cluster's root lock (docs/ARCHITECTURE.md,
+    "Event batches and the root locks")."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite serializes writers: there is no row lock to wait for")
+    apply(engine, [Event("ev-1", Identifiers(MARTY, "5550101"))])
+    apply(engine, [Event("ev-2", Identifiers(DOC, "5550102"))])
+    apply(engine, [Event("ev-3", Identifiers(MARTY, "5550102"))])  # a merge: link (marty, 102)
+    repeats = [
+        Event("again-1", Identifiers(MARTY, "5550101")),  # held by a contact
+        Event("again-3", Identifiers(MARTY, "5550102")),  # held by a link
+    ]
+    with engine.connect() as holder:
+        holder.begin()
+        holder.execute(text("SELECT id FROM contact WHERE linked_id IS NULL FOR UPDATE")).all()
+
+        def batch(conn: Connection) -> event_services.BatchResult:
+            conn.exec_driver_sql("SET LOCAL lock_timeout = '200ms'")
+            return event_services.apply_events(conn, repeats)
+
+        result = run_in_transaction(engine, batch, attempts=1)
+        holder.rollback()
+    assert result.applied == 2
+    assert result.inserted == 0
 
 
 def erase_email(engine: Engine, email: str) -> None:

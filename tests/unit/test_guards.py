@@ -16,6 +16,7 @@ from identity.guards.policy import (
     Ignored,
     Marks,
     Screened,
+    partners_on_record,
     refuse_all_ignored,
     screen,
     split_patterns,
@@ -342,3 +343,19 @@ def test_a_batch_screens_its_events_in_order_over_one_marks() -> None:
     assert all(s.ignored == () for s in outcomes[:20])
     assert all(reasons(s) == [("phoneNumber", GENERIC)] for s in outcomes[20:])
     assert len(marks.partners[("p", P)]) == 20
+
+
+def test_partners_on_record_are_the_other_values_held_with_each_value() -> None:
+    pairs = [
+        ("a@shop.test", "111"),
+        ("b@shop.test", "111"),
+        ("a@shop.test", "222"),
+        ("a@shop.test", None),  # a contact with one value partners nothing
+        ("c@shop.test", "333"),
+    ]
+    wanted = [("e", "a@shop.test"), ("p", "111"), ("p", "999")]
+    assert partners_on_record(wanted, pairs) == {
+        ("e", "a@shop.test"): {"111", "222"},
+        ("p", "111"): {"a@shop.test", "b@shop.test"},
+        ("p", "999"): set(),
+    }

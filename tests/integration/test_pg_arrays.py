@@ -1,0 +1,49 @@
+"""Array parameters sent as one literal (``db.text_array``, ``db.int_array``) come back as
+they were, whatever the text holds."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.engine import Engine
+
+from identity.storage.db import int_array, raw_execute, text_array
+
+TRICKY = [
+    "",
+    "plain@shop.test",
+    'quote"d',
+    "back\\slash",
+    "\\",
+    '\\"',
+    "it's",
+    "com,ma",
+    "{brace}",
+    "sp ace",
+    "NULL",
+    "ünï©ødé",
+    "new\nline",
+]
+
+
+@pytest.mark.parametrize("values", [[], [""], TRICKY, ["x"] * 3])
+def test_text_arrays_round_trip(engine: Engine, values: list[str]) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL arrays")
+    with engine.connect() as conn:
+        rows = raw_execute(
+            conn,
+            "SELECT x FROM unnest(%(a)s::text[]) WITH ORDINALITY AS t(x, n) ORDER BY n",
+            {"a": text_array(values)},
+        )
+    assert [r[0] for r in rows] == values
+
+
+def test_int_arrays_round_trip(engine: Engine) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL arrays")
+    values = [0, -1, 2**63 - 1, -(2**63), 42]
+    with engine.connect() as conn:
+        rows = raw_execute(conn, "SELECT unnest(%(a)s::bigint[])", {"a": int_array(values)})
+        empty = raw_execute(conn, "SELECT cardinality(%(a)s::bigint[])", {"a": int_array([])})
+    assert [r[0] for r in rows] == values
+    assert empty == [(0,)]
