@@ -100,9 +100,10 @@ def create_db_engine(settings: Settings, *, url: str | None = None, **overrides:
         f" -c lock_timeout={int(settings.db_lock_timeout_ms)}"
         " -c idle_in_transaction_session_timeout=60000"
         # Only the hot paths' statements (identify, event batches) are PREPAREd
-        # (identity.storage.prepared), and a custom plan would re-plan them on every EXECUTE: PostgreSQL kept choosing one for
-        # the answer and merge statements (their integer[] parameter), which then cost
-        # three times their execution (docs/DECISIONS.md, "Generic plans").
+        # (identity.storage.prepared), and a custom plan would re-plan them on every
+        # EXECUTE: PostgreSQL kept choosing one for the answer and merge statements (their
+        # integer[] parameter), which then cost three times their execution
+        # (docs/DECISIONS.md, "Generic plans").
         " -c plan_cache_mode=force_generic_plan"
     )
     params: dict[str, Any] = {
