@@ -343,13 +343,16 @@ def apply_events(
     found = _matching(conn, emails, phones)
     held = {(r[1], r[2]) for r in found}
     open_pairs = pairs - held
-    linked = links_touching(conn, {e for e, _ in open_pairs}, {p for _, p in open_pairs}) & pairs
+    touching = links_touching(conn, {e for e, _ in open_pairs}, {p for _, p in open_pairs})
+    linked = touching & pairs
     held |= linked
     if policy.generic_threshold > 0:
         # Link partners only for the values of pairs no contact holds: each partner the
-        # batch gives any other value is in that value's contact partners already.
+        # batch gives any other value is in that value's contact partners already. Every
+        # link touching those values counts, not only those of the batch's own pairs: a
+        # value's partner through a link of another pair is a partner all the same.
         counted = {v for e, p in pairs for v in (("e", e), ("p", p))}
-        marks.partners = partners_on_record(counted, held)
+        marks.partners = partners_on_record(counted, held | touching)
     kept = _screen_batch(conn, fresh_events, policy, marks)
     # An event whose pair is on record (a contact or a link holds exactly it; or whose one
     # value a contact holds alone) changes nothing, whatever else the batch does (rule 4):

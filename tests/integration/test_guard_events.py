@@ -4,6 +4,7 @@ erased value). ``apply_events`` is called directly, as the workers and POST /eve
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -16,6 +17,7 @@ from identity.events.messages import Event
 from identity.guards.policy import GuardPolicy
 from identity.normalize import Identifiers
 from identity.storage.db import run_in_transaction, utcnow
+from tests.conftest import make_settings, opened_engine
 from tests.support.graph import table_snapshot
 from tests.support.invariants import assert_consistent
 
@@ -99,12 +101,36 @@ def test_repeats_of_pairs_on_record_never_cross_the_threshold(engine: Engine) ->
     assert [tuple(m) for m in marks] == [("5550100", 7, "ev-new")]
 
 
-def test_a_batch_of_pairs_on_record_locks_no_root(engine: Engine) -> None:
+def test_a_partner_through_the_link_of_another_pair_counts(engine: Engine) -> None:
+    """A value's partners are every contact and every link holding it (SPEC "Guards"),
+    whatever pairs the batch itself brings: here phone 5550101's partner BIFF exists only
+    as the link of an earlier merge, and the next batch's new partner is its third."""
+    policy = GuardPolicy(generic_threshold=2)
+    biff = "biff@shop.test"
+    apply(engine, [Event("ev-1", Identifiers(MARTY, "5550101"))], policy)
+    apply(engine, [Event("ev-2", Identifiers(biff, "5550102"))], policy)
+    apply(engine, [Event("ev-3", Identifiers(biff, "5550101"))], policy)  # merge: link only
+    assert ("biff@shop.test", "5550101") not in contacts(engine)
+    apply(engine, [Event("ev-4", Identifiers(DOC, "5550101"))], policy)
+    assert ledger(engine)["ev-4"] == "phoneNumber:generic"
+    assert (DOC, None) in contacts(engine)
+    with engine.connect() as conn:
+        marks = conn.execute(text("SELECT value, partners FROM generic_value")).all()
+    assert [tuple(m) for m in marks] == [("5550101", 3)]
+
+
+@pytest.fixture
+def pg_engine(pg_url: str) -> Iterator[Engine]:
+    """PostgreSQL only: SQLite serializes writers, so it has no row lock to wait for."""
+    with opened_engine(make_settings(pg_url)) as engine:
+        yield engine
+
+
+def test_a_batch_of_pairs_on_record_locks_no_root(pg_engine: Engine) -> None:
     """An event whose pair a contact or a link holds changes nothing (rule 4): the batch
     takes its identifier locks, not its cluster's root lock (docs/ARCHITECTURE.md,
     "Event batches and the root locks")."""
-    if engine.dialect.name != "postgresql":
-        pytest.skip("SQLite serializes writers: there is no row lock to wait for")
+    engine = pg_engine
     apply(engine, [Event("ev-1", Identifiers(MARTY, "5550101"))])
     apply(engine, [Event("ev-2", Identifiers(DOC, "5550102"))])
     apply(engine, [Event("ev-3", Identifiers(MARTY, "5550102"))])  # a merge: link (marty, 102)

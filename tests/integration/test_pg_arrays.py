@@ -3,10 +3,13 @@ they were, whatever the text holds."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from sqlalchemy.engine import Engine
 
-from identity.storage.db import int_array, raw_execute, text_array
+from identity.storage.db import create_db_engine, int_array, raw_execute, text_array
+from tests.conftest import make_settings
 
 TRICKY = [
     "",
@@ -25,11 +28,17 @@ TRICKY = [
 ]
 
 
+@pytest.fixture
+def pg_engine(pg_url: str) -> Iterator[Engine]:
+    """PostgreSQL only: SQLite has no arrays (the event path sends these on PostgreSQL)."""
+    engine = create_db_engine(make_settings(pg_url), pool_size=1, max_overflow=0)
+    yield engine
+    engine.dispose()
+
+
 @pytest.mark.parametrize("values", [[], [""], TRICKY, ["x"] * 3])
-def test_text_arrays_round_trip(engine: Engine, values: list[str]) -> None:
-    if engine.dialect.name != "postgresql":
-        pytest.skip("PostgreSQL arrays")
-    with engine.connect() as conn:
+def test_text_arrays_round_trip(pg_engine: Engine, values: list[str]) -> None:
+    with pg_engine.connect() as conn:
         rows = raw_execute(
             conn,
             "SELECT x FROM unnest(%(a)s::text[]) WITH ORDINALITY AS t(x, n) ORDER BY n",
@@ -38,11 +47,9 @@ def test_text_arrays_round_trip(engine: Engine, values: list[str]) -> None:
     assert [r[0] for r in rows] == values
 
 
-def test_int_arrays_round_trip(engine: Engine) -> None:
-    if engine.dialect.name != "postgresql":
-        pytest.skip("PostgreSQL arrays")
+def test_int_arrays_round_trip(pg_engine: Engine) -> None:
     values = [0, -1, 2**63 - 1, -(2**63), 42]
-    with engine.connect() as conn:
+    with pg_engine.connect() as conn:
         rows = raw_execute(conn, "SELECT unnest(%(a)s::bigint[])", {"a": int_array(values)})
         empty = raw_execute(conn, "SELECT cardinality(%(a)s::bigint[])", {"a": int_array([])})
     assert [r[0] for r in rows] == values
