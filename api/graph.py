@@ -28,9 +28,16 @@ from identity.storage.replica import ReadRoute
 T = TypeVar("T")
 
 bp = Blueprint("graph", __name__)
-T = TypeVar("T")
 
 MAX_CHANGES_PER_PAGE = 1000
+#: The link and the edge the OpenAPI examples of /graph and /why share.
+_LINK_EXAMPLE = {
+    "email": "george@hillvalley.edu",
+    "phoneNumber": "717171",
+    "createdAt": "2026-11-30T10:02:00+00:00",
+    "cause": "3f1c9a",
+}
+_EDGE_EXAMPLE = {"a": 1, "b": 2, "via": "link", "link": _LINK_EXAMPLE}
 MAX_SEQ = 2**63 - 1
 
 
@@ -179,27 +186,8 @@ def person(contact_id: int) -> ResponseReturnValue:
                     "createdAt": "2026-11-30T10:01:00+00:00",
                 },
             ],
-            "links": [
-                {
-                    "email": "george@hillvalley.edu",
-                    "phoneNumber": "717171",
-                    "createdAt": "2026-11-30T10:02:00+00:00",
-                    "cause": "3f1c9a",
-                }
-            ],
-            "edges": [
-                {
-                    "a": 1,
-                    "b": 2,
-                    "via": "link",
-                    "link": {
-                        "email": "george@hillvalley.edu",
-                        "phoneNumber": "717171",
-                        "createdAt": "2026-11-30T10:02:00+00:00",
-                        "cause": "3f1c9a",
-                    },
-                }
-            ],
+            "links": [_LINK_EXAMPLE],
+            "edges": [_EDGE_EXAMPLE],
             "truncated": False,
             "totalContacts": 2,
             "limit": 200,
@@ -227,19 +215,7 @@ def person_graph(contact_id: int) -> ResponseReturnValue:
         200: {
             "primaryContactId": 1,
             "contactIds": [1, 2],
-            "edges": [
-                {
-                    "a": 1,
-                    "b": 2,
-                    "via": "link",
-                    "link": {
-                        "email": "george@hillvalley.edu",
-                        "phoneNumber": "717171",
-                        "createdAt": "2026-11-30T10:02:00+00:00",
-                        "cause": "3f1c9a",
-                    },
-                }
-            ],
+            "edges": [_EDGE_EXAMPLE],
         },
         400: {"error": "a must be an integer"},
         404: {"error": "contacts 1 and 9 are not both live contacts of the person of 1"},

@@ -26,7 +26,7 @@ DBAPI cursor (``db.raw_execute``): nothing to compile, plan or wrap per request.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -257,12 +257,18 @@ def _lock_sql(count: int) -> str:
 _LOCK_SQL = {n: _lock_sql(n) for n in (1, 2)}
 
 
-def _lock_roots(conn: Connection, sql: str, params: dict[str, Any]) -> list[Row] | None:
-    """Run the root lookup ``FOR UPDATE``; None when a locked row is no longer a root."""
-    rows = prepared.run(conn, sql, params)
+def _roots(rows: Iterable[Sequence[Any]]) -> list[Row] | None:
+    """The locked roots (id, email, phone, linked_id, created_at); None when a locked row
+    is no longer a root (a merge demoted it while we waited)."""
+    rows = list(rows)
     if not all(r[3] is None for r in rows):
         return None
     return [Row(id=r[0], email=r[1], phone=r[2], linked_id=None, created_at=r[4]) for r in rows]
+
+
+def _lock_roots(conn: Connection, sql: str, params: dict[str, Any]) -> list[Row] | None:
+    """Run the root lookup ``FOR UPDATE``: :func:`_roots` of what it locked."""
+    return _roots(prepared.run(conn, sql, params))
 
 
 def _view(primary_id: int, row: Sequence[Any]) -> ClusterView:
@@ -339,14 +345,7 @@ def _screen(
         marks.baseline[("e", e)] = row[6]  # type: ignore[index]
     if row[7]:
         marks.baseline[("p", p)] = row[7]  # type: ignore[index]
-    ids, emails, phones, linked, created = row[8], row[9], row[10], row[11], row[12]
-    roots = None
-    if all(link is None for link in linked):
-        roots = [
-            Row(id=i, email=em, phone=ph, linked_id=None, created_at=at)
-            for i, em, ph, at in zip(ids, emails, phones, created, strict=True)
-        ]
-    return screen(identifiers, policy, marks), roots
+    return screen(identifiers, policy, marks), _roots(zip(*row[8:13], strict=True))
 
 
 def identify(
@@ -383,7 +382,8 @@ def identify(
     params.update(e=identifiers.email, p=identifiers.phone)
     screened, roots = _screen(conn, identifiers, policy, params, _LOCK_SQL[len(keys)])
     sql = "ROLLBACK TO SAVEPOINT roots;" + _ROOTS_X.on(conn)
-    if screened.identifiers != identifiers:
+    fresh = screened.identifiers != identifiers
+    if fresh:
         # A guard left a value out: the roots locked for it are not ours to hold. Give them
         # back and close the savepoint before anything is written (a chase below must not
         # roll the generic mark back), then look the roots up again for what remains.
@@ -394,7 +394,6 @@ def identify(
         mark_generic(conn, screened.newly_generic, cause)
     if screened.identifiers is None:
         return AllIgnored(screened)
-    fresh = screened.identifiers != identifiers
     identifiers = screened.identifiers
     e, p = identifiers.email, identifiers.phone
     params.update(e=e, p=p)
@@ -423,7 +422,6 @@ def identify(
         params.update(w=winner.id, roots=[r.id for r in roots])
         summary = prepared.run(conn, _ANSWER_X.on(conn), params)[0]
         if set(summary[6]) != {r.id for r in roots}:
-            roots = None
             continue  # a split moved our values under another root: look again
         view = _write(conn, identifiers, roots, winner, summary, params)
         return replace(view, ignored=screened.ignored) if screened.ignored else view
