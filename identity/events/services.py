@@ -336,10 +336,12 @@ def apply_events(
     # (but those a guard ignores whatever the event: a generic value may be held by
     # thousands): it gives the pairs contacts hold and every value's contact partners,
     # and it names the roots to lock. Then the links touching the pairs no contact holds.
-    marks = load_marks(conn, policy, _values_of_batch(fresh_events), with_erased=True)
-    ignored = _ignored_anyway(fresh_events, policy, marks)
+    values = _values_of_batch(fresh_events)
+    blocked = {v for v in values if policy.is_blocked(v)}  # each value matched once
+    marks = load_marks(conn, policy, values, with_erased=True)
+    ignored = _ignored_anyway(values, blocked, marks)
     pairs = _pairs_of_batch(fresh_events, ignored)
-    emails, phones = _split(_values_of_batch(fresh_events) - ignored)
+    emails, phones = _split(values - ignored)
     found = _matching(conn, emails, phones)
     held = {(r[1], r[2]) for r in found}
     open_pairs = pairs - held
@@ -353,7 +355,7 @@ def apply_events(
         # value's partner through a link of another pair is a partner all the same.
         counted = {v for e, p in pairs for v in (("e", e), ("p", p))}
         marks.partners = partners_on_record(counted, held | touching)
-    kept = _screen_batch(conn, fresh_events, policy, marks)
+    kept = _screen_batch(conn, fresh_events, policy, marks, blocked)
     # An event whose pair is on record (a contact or a link holds exactly it; or whose one
     # value a contact holds alone) changes nothing, whatever else the batch does (rule 4):
     # it is in the ledger, and its cluster's root is not locked for it (docs/ARCHITECTURE.md,
@@ -425,13 +427,9 @@ def _values_of_batch(events: Sequence[Event]) -> set[Value]:
     return {v for e in events for v in values_of(e.identifiers)}
 
 
-def _ignored_anyway(events: Sequence[Event], policy: GuardPolicy, marks: Marks) -> set[Value]:
+def _ignored_anyway(values: set[Value], blocked: set[Value], marks: Marks) -> set[Value]:
     """The batch's values every event ignores (an erasure time depends on the event)."""
-    return {
-        v
-        for v in _values_of_batch(events)
-        if v in marks.generic or v in marks.suppressed or policy.is_blocked(v)
-    }
+    return {v for v in values if v in blocked or v in marks.generic or v in marks.suppressed}
 
 
 def _pairs_of_batch(events: Sequence[Event], ignored: set[Value]) -> set[tuple[str, str]]:
@@ -452,22 +450,31 @@ def _split(values: set[Value]) -> tuple[list[str], list[str]]:
 
 
 def _screen_batch(
-    conn: Connection, events: Sequence[Event], policy: GuardPolicy, marks: Marks
+    conn: Connection,
+    events: Sequence[Event],
+    policy: GuardPolicy,
+    marks: Marks,
+    blocked: set[Value],
 ) -> list[tuple[str, Identifiers]]:
     """Each event's identifiers without its ignored values, in order; events left with
     nothing are dropped. Generic marks the batch causes are recorded; ignored values are
     noted on the event's ledger row (field and reason, never the value). ``marks``: the
-    batch's values' marks and partners, read under their identifier locks."""
+    batch's values' marks and partners, read under their identifier locks; ``blocked``:
+    the batch's values the policy blocks."""
     kept = []
     notes = []
     for event in events:
-        screened = screen(event.identifiers, policy, marks, accepted_at=event.accepted_at)
+        screened = screen(
+            event.identifiers, policy, marks, accepted_at=event.accepted_at, blocked=blocked
+        )
+        if not screened.ignored:  # the common case: the event as it came
+            kept.append((event.event_id, event.identifiers))
+            continue
         record_ignored(conn, screened)
         if screened.newly_generic:
             mark_generic(conn, screened.newly_generic, event.event_id)
-        if screened.ignored:
-            note = ",".join(f"{i.field}:{i.reason}" for i in screened.ignored)
-            notes.append({"eid": event.event_id, "note": note})
+        note = ",".join(f"{i.field}:{i.reason}" for i in screened.ignored)
+        notes.append({"eid": event.event_id, "note": note})
         if screened.identifiers is not None:
             kept.append((event.event_id, screened.identifiers))
     if notes:

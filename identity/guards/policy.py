@@ -10,7 +10,7 @@ blocked, suppressed, generic, and a partner value that is itself ignored does no
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
@@ -200,18 +200,21 @@ def screen(
     marks: Marks,
     *,
     accepted_at: datetime | None = None,
+    blocked: Collection[Value] | None = None,
 ) -> Screened:
     """Which of the request's values are ignored, and which the request marks generic.
 
     Updates ``marks`` as if the request were applied (a batch screens its events in order
     over one ``Marks``). ``accepted_at``: an event's acceptance time; a value erased
-    after it is dropped (the event was in flight during the erasure).
+    after it is dropped (the event was in flight during the erasure). ``blocked``: the
+    values among the request's that ``policy`` blocks, when the caller matched them
+    already (a batch matches each of its values once); None: match them here.
     """
     kept: list[Value] = []
     ignored: list[Ignored] = []
     for value in values_of(identifiers):
         reason = None
-        if policy.is_blocked(value):
+        if value in blocked if blocked is not None else policy.is_blocked(value):
             reason = BLOCKED
         elif value in marks.suppressed:
             reason = SUPPRESSED
@@ -239,6 +242,8 @@ def screen(
     if len(kept) == 2:
         marks.partners.setdefault(kept[0], set()).add(kept[1][1])
         marks.partners.setdefault(kept[1], set()).add(kept[0][1])
+    if not ignored:  # nothing left out: the request as it came (most requests)
+        return Screened(identifiers)
     if not kept:
         return Screened(None, tuple(ignored), tuple(newly))
     email = next((v for k, v in kept if k == "e"), None)
