@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 
 from identity.storage.db import create_db_engine, int_array, raw_execute, text_array
@@ -36,7 +38,20 @@ def pg_engine(pg_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
-@pytest.mark.parametrize("values", [[], [""], TRICKY, ["x"] * 3])
+@pytest.mark.parametrize(
+    "values",
+    [
+        [],
+        [""],
+        TRICKY,
+        ["x"] * 3,
+        ["a@b.co", "c@d.co"],  # nothing to escape: the literal is the plain join
+        ['a","b'],  # an element that looks like the separator
+        ['"', '"'],
+        ["a", "b\\"],
+        ['a",', '"b'],
+    ],
+)
 def test_text_arrays_round_trip(pg_engine: Engine, values: list[str]) -> None:
     with pg_engine.connect() as conn:
         rows = raw_execute(
@@ -54,3 +69,23 @@ def test_int_arrays_round_trip(pg_engine: Engine) -> None:
         empty = raw_execute(conn, "SELECT cardinality(%(a)s::bigint[])", {"a": int_array([])})
     assert [r[0] for r in rows] == values
     assert empty == [(0,)]
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    values=st.lists(
+        st.text(
+            alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+            max_size=8,
+        ),
+        max_size=6,
+    )
+)
+def test_any_text_array_round_trips(pg_engine: Engine, values: list[str]) -> None:
+    with pg_engine.connect() as conn:
+        rows = raw_execute(
+            conn,
+            "SELECT x FROM unnest(%(a)s::text[]) WITH ORDINALITY AS t(x, n) ORDER BY n",
+            {"a": text_array(values)},
+        )
+    assert [r[0] for r in rows] == values
