@@ -92,22 +92,33 @@ def end_to_end(plan: seed.SeedPlan, people: int, partitions: int, tag: str) -> d
                 publisher.publish_events(events)
                 published = time.perf_counter() - started
                 engine = make_engine(url)
+                # Each partition applies its events in publish order, so its last event in
+                # the ledger means the partition is done: the clock polls those few ids
+                # (an index lookup), not count(*) over a ledger growing to 100,000 rows
+                # (~15 ms of PostgreSQL CPU ten times a second, taken from the workers).
+                # The full count then confirms that every event is there.
+                last_ids = sorted(
+                    group[-1].event_id for group in split_by_partition(events, partitions).values()
+                )
                 try:
 
-                    def count() -> int:
+                    def done() -> bool:
                         with engine.connect() as conn:
-                            return int(
-                                conn.execute(
-                                    text("SELECT count(*) FROM processed_event")
-                                ).scalar_one()
-                            )
+                            seen = conn.execute(
+                                text(
+                                    "SELECT count(*) FROM processed_event"
+                                    " WHERE event_id = ANY(:ids)"
+                                ),
+                                {"ids": last_ids},
+                            ).scalar_one()
+                            if seen < len(last_ids):
+                                return False
+                            total = conn.execute(
+                                text("SELECT count(*) FROM processed_event")
+                            ).scalar_one()
+                            return int(total) >= EVENTS
 
-                    wait_until(
-                        lambda: count() >= EVENTS,
-                        timeout_s=900,
-                        interval_s=0.1,
-                        what="every event applied",
-                    )
+                    wait_until(done, timeout_s=900, interval_s=0.1, what="every event applied")
                     elapsed = time.perf_counter() - started
                 finally:
                     engine.dispose()
