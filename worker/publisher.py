@@ -14,7 +14,6 @@ the path whose 202 survives the loss of Redis.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -69,16 +68,26 @@ class Publisher:
         error when Redis stays unreachable past a short retry.
         """
         sent = 0
-        now = datetime.now(UTC)
         # Accepted now, unless accepted before (the relay's inbox rows): a value erased
         # after this moment is dropped when the event is applied.
-        events = [e if e.accepted_at else replace(e, accepted_at=now) for e in events]
+        now = datetime.now(UTC).isoformat()
+
+        def message(event: Event) -> dict[str, Any]:
+            body = event.to_message()
+            body.setdefault("acceptedAt", now)
+            return body
+
         with self._celery.producer_or_acquire() as producer:
             for partition, group in sorted(split_by_partition(events, self.partitions).items()):
                 for chunk in chunked(group, self.events_per_message):
                     self._celery.send_task(
                         APPLY_EVENTS_TASK,
-                        args=[[e.to_message() for e in chunk]],
+                        args=[[message(e) for e in chunk]],
+                        # What task events (Flower) and worker logs show of the arguments:
+                        # a count, never the emails and phones (Celery's default is a
+                        # repr of the first 1,024 characters, built on every publish).
+                        argsrepr=f"[<{len(chunk)} events>]",
+                        kwargsrepr="{}",
                         queue=queue_name(partition),
                         producer=producer,
                         retry=True,
