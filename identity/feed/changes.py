@@ -27,7 +27,7 @@ from sqlalchemy import Table, bindparam, delete, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from identity.storage.db import raw_execute, utcnow
+from identity.storage.db import int_array, raw_execute, text_array, utcnow
 from identity.storage.models import Change, ChangeSubject, FeedState
 
 change: Table = Change.__table__  # type: ignore[assignment]
@@ -147,14 +147,14 @@ def _pg_record(conn: Connection, changes: Sequence[NewChange], at: datetime) -> 
         " %(p)s::json[], %(c)s::text[]) AS x(i, k, p, c);"
         "INSERT INTO change_subject (change_id, contact_id)"
         " SELECT * FROM unnest(%(si)s::bigint[], %(sc)s::integer[])",
-        {
-            "i": ids,
-            "k": [c.kind for c in changes],
-            "p": [json.dumps(c.payload) for c in changes],
-            "c": [c.cause for c in changes],
+        {  # one array literal a column (db.text_array), not a list adapted element-wise
+            "i": int_array(ids),
+            "k": text_array([c.kind for c in changes]),
+            "p": text_array([json.dumps(c.payload) for c in changes]),
+            "c": text_array([c.cause for c in changes]),
             "at": at,
-            "si": [s for s, _ in subjects],
-            "sc": [c for _, c in subjects],
+            "si": int_array([s for s, _ in subjects]),
+            "sc": int_array([c for _, c in subjects]),
         },
     )
 

@@ -18,9 +18,25 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 from identity.graph.reconcile import Row, needs_link
 from identity.normalize import Identifiers
+
+
+class Held(Protocol):
+    """A live row holding a value of the batch, as far as the plan cares: which values it
+    holds and which cluster it is in (a ``reconcile.Row`` is one; the event path reads
+    plain tuples of these four columns, ``events.services.HeldRow``)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def email(self) -> str | None: ...
+    @property
+    def phone(self) -> str | None: ...
+    @property
+    def linked_id(self) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -81,7 +97,7 @@ class BatchPlan:
 
 def plan_batch(
     events: Sequence[Identifiers],
-    rows: Iterable[Row],
+    rows: Iterable[Held],
     roots: Iterable[Row],
     now: datetime,
     linked: Iterable[tuple[str, str]] = (),

@@ -32,9 +32,9 @@ def record_links(
             " SELECT e, p, %(at)s, c FROM unnest(%(e)s::text[], %(p)s::text[], %(c)s::text[])"
             " AS x(e, p, c) ON CONFLICT DO NOTHING",
             {
-                "e": [e for e, _, _ in pairs],
-                "p": [p for _, p, _ in pairs],
-                "c": [c for _, _, c in pairs],
+                "e": text_array([e for e, _, _ in pairs]),
+                "p": text_array([p for _, p, _ in pairs]),
+                "c": text_array([c for _, _, c in pairs]),
                 "at": at,
             },
         )

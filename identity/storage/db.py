@@ -352,25 +352,38 @@ def run_read_only(engine: Engine, work: Callable[[Connection], T]) -> T:
         ) from error
 
 
-def text_array(values: Sequence[str]) -> str:
-    """``values`` as one PostgreSQL array literal, for a ``%(x)s::text[]`` parameter.
+def text_array(values: Sequence[str | None]) -> str:
+    """``values`` as one PostgreSQL array literal, for a ``%(x)s::text[]`` parameter (or
+    any type PostgreSQL reads from text: ``::json[]``, ``::timestamptz[]``).
 
     psycopg2 adapts a list element by element (~0.7 us each); an event batch sends
     thousands of values a transaction, and one string is adapted once. Every element is
     double-quoted with its backslashes and double quotes escaped, so any text comes back
-    as it was (tests/integration/test_pg_arrays.py); a list with no quote or backslash in
-    any element, the usual case, is one join and no per-element work.
+    as it was, and None is NULL (tests/integration/test_pg_arrays.py); a list with no
+    None and no quote or backslash in any element, the usual case, is one join and no
+    per-element work.
     """
     if not values:
         return "{}"
-    joined = '","'.join(values)
-    if "\\" not in joined and joined.count('"') == 2 * (len(values) - 1):
-        return '{"' + joined + '"}'  # no element holds a quote or a backslash (most lists)
-    return '{"' + '","'.join(v.replace("\\", "\\\\").replace('"', '\\"') for v in values) + '"}'
+    if None not in values:
+        texts: Sequence[str] = values  # type: ignore[assignment]
+        joined = '","'.join(texts)
+        if "\\" not in joined and joined.count('"') == 2 * (len(values) - 1):
+            return '{"' + joined + '"}'  # no element holds a quote or a backslash
+    return "{" + ",".join(_array_element(v) for v in values) + "}"
 
 
-def int_array(values: Sequence[int]) -> str:
-    """``values`` as one PostgreSQL array literal, for ``%(x)s::integer[]`` or ``::bigint[]``."""
+def _array_element(value: str | None) -> str:
+    if value is None:
+        return "NULL"
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def int_array(values: Sequence[int | None]) -> str:
+    """``values`` as one PostgreSQL array literal, for ``%(x)s::integer[]`` or ``::bigint[]``;
+    None is NULL."""
+    if None in values:
+        return "{" + ",".join("NULL" if v is None else str(v) for v in values) + "}"
     return "{" + ",".join(map(str, values)) + "}"
 
 

@@ -3,7 +3,9 @@ they were, whatever the text holds."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -50,9 +52,11 @@ def pg_engine(pg_url: str) -> Iterator[Engine]:
         ['"', '"'],
         ["a", "b\\"],
         ['a",', '"b'],
+        [None],  # NULL, not the text "NULL"
+        ["a", None, "NULL", 'q"', None],
     ],
 )
-def test_text_arrays_round_trip(pg_engine: Engine, values: list[str]) -> None:
+def test_text_arrays_round_trip(pg_engine: Engine, values: list[str | None]) -> None:
     with pg_engine.connect() as conn:
         rows = raw_execute(
             conn,
@@ -69,19 +73,45 @@ def test_int_arrays_round_trip(pg_engine: Engine) -> None:
         empty = raw_execute(conn, "SELECT cardinality(%(a)s::bigint[])", {"a": int_array([])})
     assert [r[0] for r in rows] == values
     assert empty == [(0,)]
+    with pg_engine.connect() as conn:
+        nulls = raw_execute(
+            conn,
+            "SELECT x FROM unnest(%(a)s::integer[]) WITH ORDINALITY AS t(x, n) ORDER BY n",
+            {"a": int_array([1, None, 3])},
+        )
+    assert [r[0] for r in nulls] == [1, None, 3]
+
+
+def test_json_and_timestamp_arrays_from_text(pg_engine: Engine) -> None:
+    """The event path sends payloads as ``::json[]`` and times as ``::timestamptz[]``."""
+    payloads = [json.dumps({"a": 'q"\\', "n": [1, 2]}), json.dumps({"e": "ü"})]
+    moments = [
+        datetime(2026, 11, 30, 12, 0, 0, 123456, tzinfo=UTC),
+        datetime(2000, 1, 1, tzinfo=UTC),
+    ]
+    with pg_engine.connect() as conn:
+        rows = raw_execute(
+            conn,
+            "SELECT p::text, t FROM unnest(%(p)s::json[], %(t)s::timestamptz[])"
+            " WITH ORDINALITY AS x(p, t, n) ORDER BY n",
+            {"p": text_array(payloads), "t": text_array([m.isoformat() for m in moments])},
+        )
+    assert [json.loads(r[0]) for r in rows] == [json.loads(p) for p in payloads]
+    assert [r[1] for r in rows] == moments
 
 
 @settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     values=st.lists(
-        st.text(
+        st.none()
+        | st.text(
             alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
             max_size=8,
         ),
         max_size=6,
     )
 )
-def test_any_text_array_round_trips(pg_engine: Engine, values: list[str]) -> None:
+def test_any_text_array_round_trips(pg_engine: Engine, values: list[str | None]) -> None:
     with pg_engine.connect() as conn:
         rows = raw_execute(
             conn,
