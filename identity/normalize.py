@@ -56,7 +56,7 @@ def normalize_email(value: object) -> str | None:
         or "@" in domain
         or len(local) > MAX_LOCAL_PART
         or _FORBIDDEN_IN_EMAIL.search(email)
-        or any(not label for label in domain.split("."))
+        or "" in domain.split(".")  # an empty label: a.., .a, a.
     ):
         raise InvalidInput(
             "email must look like an address: a local part, one @, a domain", field="email"
