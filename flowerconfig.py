@@ -1,7 +1,9 @@
 """Flower's configuration (``celery -A worker flower`` reads ./flowerconfig.py).
 
-Flower shows event payloads (emails, phone numbers): it refuses to start without
-FLOWER_BASIC_AUTH (``user:password``, comma-separated for several users).
+Flower can shut workers down, resize their pools and revoke tasks, and shows task ids,
+timings and errors (a task's arguments only as a count: ``worker.app.args_repr``): it
+refuses to start without FLOWER_BASIC_AUTH (``user:password``, comma-separated for
+several users).
 """
 
 from identity.settings import Settings
@@ -9,7 +11,7 @@ from identity.settings import Settings
 _settings = Settings.from_env()
 if not _settings.flower_basic_auth:
     raise SystemExit(
-        "flower: FLOWER_BASIC_AUTH is not set (user:password); Flower shows personal data"
+        "flower: FLOWER_BASIC_AUTH is not set (user:password); Flower controls the workers"
         " and does not start without authentication"
     )
 if ":" not in _settings.flower_basic_auth.get():

@@ -29,7 +29,7 @@ from identity.events.messages import (
 )
 from identity.events.services import MAX_EVENTS_PER_TRANSACTION, chunked
 from identity.settings import Settings
-from worker.app import PUBLISH_RETRY_POLICY, create_celery
+from worker.app import PUBLISH_RETRY_POLICY, args_repr, create_celery
 
 #: Events per message: one worker transaction's worth.
 DEFAULT_EVENTS_PER_MESSAGE = MAX_EVENTS_PER_TRANSACTION
@@ -83,11 +83,7 @@ class Publisher:
                     self._celery.send_task(
                         APPLY_EVENTS_TASK,
                         args=[[message(e) for e in chunk]],
-                        # What task events (Flower) and worker logs show of the arguments:
-                        # a count, never the emails and phones (Celery's default is a
-                        # repr of the first 1,024 characters, built on every publish).
-                        argsrepr=f"[<{len(chunk)} events>]",
-                        kwargsrepr="{}",
+                        **args_repr(len(chunk)),
                         queue=queue_name(partition),
                         producer=producer,
                         retry=True,

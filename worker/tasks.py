@@ -32,7 +32,7 @@ from identity.events.services import (
 )
 from identity.storage.db import run_in_transaction
 from worker import ownership
-from worker.app import app, get_engine, get_policy
+from worker.app import app, args_repr, get_engine, get_policy
 from worker.redis_client import redis_client
 
 log = logging.getLogger(__name__)
@@ -160,4 +160,5 @@ def apply_events_task(self: Task, events: Any) -> None:
     except Unavailable as error:
         countdown = min(MAX_RETRY_COUNTDOWN_S, 2 ** min(self.request.retries, 6))
         log.warning("database unavailable (%s): retrying in %ss", error, countdown)
-        raise self.retry(exc=error, countdown=countdown) from None
+        # The retry is a new message: without its own argsrepr, Celery would show the events.
+        raise self.retry(exc=error, countdown=countdown, **args_repr(len(items))) from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -311,7 +312,9 @@ def _get(url: str, auth: str | None) -> tuple[int, bytes]:
         return 0, b""
 
 
-def test_flower_requires_auth_and_lists_the_partition_workers(stack: AsyncStack) -> None:
+def test_flower_requires_auth_and_lists_the_partition_workers(
+    stack: AsyncStack, queued_settings: Settings, pg: Engine
+) -> None:
     port = free_port()
     flower = [sys.executable, "-m", "celery", "-A", "worker", "flower", "--conf=flowerconfig.py"]
     refused = subprocess.run(
@@ -334,3 +337,26 @@ def test_flower_requires_auth_and_lists_the_partition_workers(stack: AsyncStack)
     names = wait_until(workers, timeout_s=60, interval_s=1, what="Flower to list the workers")
     assert any(name.startswith("p0@") for name in names), names
     assert _get(base + "/", "ops:s3cret")[0] == 200
+
+    # What Flower shows of a task: its arguments as a count, never an email or a phone.
+    events = [
+        {"eventId": f"flower-{i}", "email": f"shown{i}@flower.test", "phoneNumber": f"7770{i}"}
+        for i in range(7)
+    ]
+    with Publisher(queued_settings) as publisher:
+        publisher.publish(events)
+    wait_applied(pg, {str(e["eventId"]) for e in events}, stack)
+
+    def tasks() -> list[dict[str, object]]:
+        status, body = _get(base + "/api/tasks", "ops:s3cret")
+        listed = list(json.loads(body).values()) if status == 200 else []
+        ours = [
+            t for t in listed if t.get("args") == "[<7 events>]" and t.get("state") == "SUCCESS"
+        ]
+        return listed if ours else []
+
+    listed = wait_until(tasks, timeout_s=60, interval_s=0.5, what="Flower to show the task")
+    assert all(re.fullmatch(r"\[<\d+ events>\]", str(t.get("args"))) for t in listed), listed
+    shown = json.dumps(listed)
+    for event in events:
+        assert str(event["email"]) not in shown and str(event["phoneNumber"]) not in shown
