@@ -40,6 +40,17 @@ def pg_engine(pg_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
+def _round_trip(engine: Engine, values: list[str | None]) -> list[str | None]:
+    """``values`` sent as one ``text_array`` literal and read back in order."""
+    with engine.connect() as conn:
+        rows = raw_execute(
+            conn,
+            "SELECT x FROM unnest(%(a)s::text[]) WITH ORDINALITY AS t(x, n) ORDER BY n",
+            {"a": text_array(values)},
+        )
+    return [r[0] for r in rows]
+
+
 @pytest.mark.parametrize(
     "values",
     [
@@ -57,13 +68,7 @@ def pg_engine(pg_url: str) -> Iterator[Engine]:
     ],
 )
 def test_text_arrays_round_trip(pg_engine: Engine, values: list[str | None]) -> None:
-    with pg_engine.connect() as conn:
-        rows = raw_execute(
-            conn,
-            "SELECT x FROM unnest(%(a)s::text[]) WITH ORDINALITY AS t(x, n) ORDER BY n",
-            {"a": text_array(values)},
-        )
-    assert [r[0] for r in rows] == values
+    assert _round_trip(pg_engine, values) == values
 
 
 def test_int_arrays_round_trip(pg_engine: Engine) -> None:
@@ -112,10 +117,4 @@ def test_json_and_timestamp_arrays_from_text(pg_engine: Engine) -> None:
     )
 )
 def test_any_text_array_round_trips(pg_engine: Engine, values: list[str | None]) -> None:
-    with pg_engine.connect() as conn:
-        rows = raw_execute(
-            conn,
-            "SELECT x FROM unnest(%(a)s::text[]) WITH ORDINALITY AS t(x, n) ORDER BY n",
-            {"a": text_array(values)},
-        )
-    assert [r[0] for r in rows] == values
+    assert _round_trip(pg_engine, values) == values
