@@ -184,7 +184,7 @@ class HeldRow(NamedTuple):
     linked_id: int | None
 
 
-def _tuple_row(r: RowTuple) -> Row:
+def _root_row(r: RowTuple) -> Row:
     return Row(id=r[0], email=r[1], phone=r[2], linked_id=r[3], created_at=r[4])
 
 
@@ -242,7 +242,7 @@ def _lock_batch_roots(
         if still_roots and roots_of(rows) == root_ids:
             if pg:
                 raw_execute(conn, "RELEASE SAVEPOINT batch_roots", {})  # locks pass up
-            return list(map(HeldRow._make, rows)), [_tuple_row(r) for r in roots]
+            return list(map(HeldRow._make, rows)), [_root_row(r) for r in roots]
         if pg:
             raw_execute(conn, "ROLLBACK TO SAVEPOINT batch_roots", {})
     raise TransientConflict("cluster roots kept moving under concurrent merges")
