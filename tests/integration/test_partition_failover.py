@@ -162,6 +162,11 @@ def test_one_owner_per_partition_failover_and_fencing(
         )  # fmt: skip
         takeover_s = time.monotonic() - killed_at
         assert lease(engine, 0)[1] == token_before + 1  # type: ignore[index]
+        # The lease row changes first; the put-back and its log line follow in the same round.
+        wait_until(
+            lambda: "owner now" in standby.log(), timeout_s=LEASE_S, interval_s=0.05,
+            what="the new owner to log its takeover",
+        )  # fmt: skip
         assert "1 message(s) a previous owner held put back" in standby.log()
         restarted = spawn_worker(stack, "p0-restarted", 0)  # the supervisor's restart
         producer.join(timeout=60)
