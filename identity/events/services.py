@@ -48,7 +48,7 @@ from identity.guards.policy import (
 from identity.guards.store import load_marks, mark_generic
 from identity.normalize import Identifiers
 from identity.storage import prepared
-from identity.storage.db import int_array, raw_execute, text_array, utcnow
+from identity.storage.db import draw_ids, int_array, raw_execute, text_array, utcnow
 from identity.storage.locking import advisory_key, identifier_keys, lock_keys
 from identity.storage.models import Contact, DeadLetter, EventInbox, ProcessedEvent
 
@@ -86,42 +86,34 @@ def _dialect_insert(conn: Connection, table: Table) -> Any:
 
 
 def _record_in_ledger(conn: Connection, event_ids: list[str], now: datetime) -> set[str]:
-    """Insert the batch's ids into the ledger; returns those that were not there yet.
+    """Insert the batch's ids into the ledger and take them out of the inbox, in the
+    transaction that applies them; returns the ids that were not in the ledger yet.
 
     A concurrent transaction applying the same event holds its ledger row until it
     ends; ON CONFLICT waits for it, then skips the id if it committed.
     """
     ids = sorted(event_ids)
     if conn.dialect.name == "postgresql":
-        # One array parameter: the statement text (and its plan) is the same for every batch.
-        result = conn.execute(
-            text(
-                "INSERT INTO processed_event (event_id, applied_at)"
-                " SELECT unnest(CAST(:ids AS text[])), :now"
-                " ON CONFLICT DO NOTHING RETURNING event_id"
-            ),
+        # One message, one array parameter: the statement text (and its plan) is the same
+        # for every batch.
+        rows = raw_execute(
+            conn,
+            "DELETE FROM event_inbox WHERE event_id = ANY(%(ids)s::text[]);"
+            "INSERT INTO processed_event (event_id, applied_at)"
+            " SELECT unnest(%(ids)s::text[]), %(now)s"
+            " ON CONFLICT DO NOTHING RETURNING event_id",
             {"ids": text_array(ids), "now": now},
         )
-        return set(result.scalars())
+        return {r[0] for r in rows}
     stmt = (
         sqlite.insert(ledger)
         .values([{"event_id": e, "applied_at": now} for e in ids])
         .on_conflict_do_nothing()
         .returning(ledger.c.event_id)
     )
-    return set(conn.execute(stmt).scalars())
-
-
-def _delete_from_inbox(conn: Connection, event_ids: list[str]) -> None:
-    """The batch's events leave the inbox, in the transaction that applies them."""
-    if conn.dialect.name == "postgresql":
-        raw_execute(
-            conn,
-            "DELETE FROM event_inbox WHERE event_id = ANY(%(ids)s::text[])",
-            {"ids": text_array(event_ids)},
-        )
-        return
-    conn.execute(delete(inbox).where(inbox.c.event_id.in_(event_ids)))
+    fresh = set(conn.execute(stmt).scalars())
+    conn.execute(delete(inbox).where(inbox.c.event_id.in_(ids)))
+    return fresh
 
 
 def _lock_identifiers(conn: Connection, keys: set[str]) -> None:
@@ -253,14 +245,7 @@ def _allocate_ids(conn: Connection, count: int) -> list[int]:
     if count == 0:
         return []
     if conn.dialect.name == "postgresql":
-        ids = conn.execute(
-            text(
-                "SELECT nextval(pg_get_serial_sequence('contact', 'id'))"
-                " FROM generate_series(1, :n)"
-            ),
-            {"n": count},
-        ).scalars()
-        return sorted(ids)
+        return draw_ids(conn, "contact", count)
     # SQLite: BEGIN IMMEDIATE makes us the only writer, so max(id) cannot move.
     top = conn.execute(select(func.coalesce(func.max(c.id), 0))).scalar_one()
     return list(range(top + 1, top + 1 + count))
@@ -344,7 +329,6 @@ def apply_events(
     _lock_identifiers(conn, keys)
     now = utcnow()
     fresh_ids = _record_in_ledger(conn, list(first), now)
-    _delete_from_inbox(conn, list(first))
     fresh_events = [e for e in first.values() if e.event_id in fresh_ids]
     duplicates = len(events) - len(fresh_events)
     if not fresh_events:

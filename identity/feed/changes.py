@@ -27,7 +27,7 @@ from sqlalchemy import Table, bindparam, delete, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from identity.storage.db import int_array, raw_execute, text_array, utcnow
+from identity.storage.db import draw_ids, int_array, raw_execute, text_array, utcnow
 from identity.storage.models import Change, ChangeSubject, FeedState
 
 change: Table = Change.__table__  # type: ignore[assignment]
@@ -127,14 +127,7 @@ def _pg_record(conn: Connection, changes: Sequence[NewChange], at: datetime) -> 
     the table's sequence first (ascending, in the order of ``changes``, as the portable
     path's ``RETURNING`` in parameter order gives them), then every row and every subject
     goes in as one array a column (no per-row statement to compile)."""
-    ids = sorted(
-        r[0]
-        for r in raw_execute(
-            conn,
-            "SELECT nextval(pg_get_serial_sequence('change', 'id')) FROM generate_series(1, %(n)s)",
-            {"n": len(changes)},
-        )
-    )
+    ids = draw_ids(conn, "change", len(changes))
     subjects = [
         (change_id, contact_id)
         for change_id, c in zip(ids, changes, strict=True)

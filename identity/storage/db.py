@@ -387,6 +387,25 @@ def int_array(values: Sequence[int | None]) -> str:
     return "{" + ",".join(map(str, values)) + "}"
 
 
+#: The sequences behind the serial ids, by PostgreSQL's own names for them
+#: (``<table>_<column>_seq``; tests/integration/test_pg_arrays.py checks them against
+#: ``pg_get_serial_sequence``).
+SEQUENCES = {"contact": "contact_id_seq", "change": "change_id_seq"}
+
+
+def draw_ids(conn: Connection, table: str, count: int) -> list[int]:
+    """``count`` fresh ids from ``table``'s id sequence, ascending, in one round trip.
+
+    The sequence is named as a literal, resolved once when the statement is parsed:
+    ``nextval(pg_get_serial_sequence(...))`` looked it up again for every row (150 ids:
+    0.8-1.0 ms against 0.23-0.29 in pgbench, docs/DECISIONS.md).
+    """
+    if count == 0:
+        return []
+    sql = f"SELECT nextval('{SEQUENCES[table]}'::regclass) FROM generate_series(1, %(n)s)"
+    return sorted(r[0] for r in raw_execute(conn, sql, {"n": count}))
+
+
 def raw_execute(conn: Connection, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
     """Send ``sql`` (one message, maybe several statements) on ``conn``'s DBAPI cursor and
     return the last statement's rows as plain tuples.

@@ -1,5 +1,5 @@
 """Array parameters sent as one literal (``db.text_array``, ``db.int_array``) come back as
-they were, whatever the text holds."""
+they were, whatever the text holds; ids drawn from the sequences PostgreSQL named."""
 
 from __future__ import annotations
 
@@ -12,7 +12,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 
-from identity.storage.db import create_db_engine, int_array, raw_execute, text_array
+from identity.storage.db import (
+    SEQUENCES,
+    create_db_engine,
+    draw_ids,
+    int_array,
+    raw_execute,
+    text_array,
+)
 from tests.conftest import make_settings
 
 TRICKY = [
@@ -118,3 +125,15 @@ def test_json_and_timestamp_arrays_from_text(pg_engine: Engine) -> None:
 )
 def test_any_text_array_round_trips(pg_engine: Engine, values: list[str | None]) -> None:
     assert _round_trip(pg_engine, values) == values
+
+
+def test_ids_are_drawn_from_the_sequences_postgresql_made_for_them(pg_engine: Engine) -> None:
+    """``draw_ids`` names each sequence as a literal: it must be the one behind the id."""
+    with pg_engine.connect() as conn:
+        for table, sequence in SEQUENCES.items():
+            named = raw_execute(conn, "SELECT pg_get_serial_sequence(%(t)s, 'id')", {"t": table})
+            assert named == [(f"public.{sequence}",)], table
+            ids = draw_ids(conn, table, 5)
+            assert ids == sorted(set(ids)) and len(ids) == 5
+            assert ids[-1] < raw_execute(conn, f"SELECT nextval('{sequence}')", {})[0][0]
+        assert draw_ids(conn, "contact", 0) == []
