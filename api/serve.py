@@ -10,7 +10,8 @@ metrics. This file only does what gunicorn.conf.py does for gunicorn, which keep
 working (``gunicorn -c gunicorn.conf.py 'api:create_app()'``):
 
 - bind ``BIND_HOST:PORT`` from Settings; ``WEB_CONCURRENCY`` processes (default: the
-  cores) of ``WEB_THREADS`` threads each (default 8);
+  cores) of ``WEB_THREADS`` threads each (default 4: at 32 clients, 4 threads halved the
+  p99 of 8 at the same requests/s, docs/DECISIONS.md);
 - one Prometheus multiprocess directory for all workers, emptied at start (GET /metrics
   adds the workers' counters up), removed at exit when this process made it;
 - the server's own log lines through the app's formatter (JSON, personal data
@@ -83,7 +84,7 @@ def main() -> int:
         address=settings.bind_host,
         port=settings.port,
         workers=int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 1)),
-        blocking_threads=int(os.environ.get("WEB_THREADS", 8)),
+        blocking_threads=int(os.environ.get("WEB_THREADS", 4)),
         websockets=False,
         log_level=LogLevels(settings.log_level.lower()),
         log_dictconfig=log_config(settings),

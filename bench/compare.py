@@ -147,7 +147,7 @@ def old_served(url: str, kind: str, tree: Path = OLD_DIR) -> Iterator[Any]:
     port = free_port()
     env = (
         old_env(tree)
-        | sync.SERVER_ENV
+        | sync.server_env(kind)
         | {
             "DATABASE_URL": url,
             "PORT": str(port),
@@ -161,7 +161,7 @@ def old_served(url: str, kind: str, tree: Path = OLD_DIR) -> Iterator[Any]:
         argv = [
             str(VENV_BIN / "granian"), "--interface", "wsgi", "--factory", "--no-ws",
             "--workers", sync.SERVER_ENV["WEB_CONCURRENCY"],
-            "--blocking-threads", sync.SERVER_ENV["WEB_THREADS"],
+            "--blocking-threads", sync.THREADS["granian"],
             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
             "api:create_app",
         ]  # fmt: skip

@@ -400,7 +400,15 @@ def write(results: dict[str, Any], out_dir: Path) -> None:
         + f"; clients {', '.join(map(str, s['clients']))}; {s['runs']} runs of {s['seconds']} s"
         " each (after a 2 s warm-up), each on a fresh copy of the seeded database.",
         f"- Server: {s.get('server', 'gunicorn')} (`python -m api.serve` for granian,"
-        f" gunicorn.conf.py for gunicorn) with {server}.",
+        f" gunicorn.conf.py for gunicorn) with {server}"
+        + (
+            "; WEB_THREADS by server: "
+            + ", ".join(f"{k} {v}" for k, v in m["threads"].items())
+            + " (the side-by-side table's gunicorn row included)"
+            if "threads" in m
+            else ""
+        )
+        + ".",
         f"- Load average (1 min) before: {results['load_before'][0]:.2f}, after:"
         f" {results['load_after'][0]:.2f} (2 cores shared with other work).",
         "",

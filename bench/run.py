@@ -94,7 +94,8 @@ def machine() -> dict[str, Any]:
         "postgresql": pg,
         "commit": commit + (" (with uncommitted changes)" if dirty else ""),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "server": sync.SERVER_ENV,
+        "server": sync.server_env(sync.SERVER),
+        "threads": sync.THREADS,
     }
 
 

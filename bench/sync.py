@@ -17,15 +17,27 @@ from tests.support.server import Server, serve
 
 LUA = Path(__file__).with_name("identify.lua")
 
-#: Server knobs of the benchmark run: gunicorn.conf.py reads them (WEB_*), and so does
-#: Settings (DB_*). The values are the ones the tuning sweep chose (RESULTS.md).
+#: Server knobs of the benchmark run: api/serve.py and gunicorn.conf.py read them (WEB_*),
+#: and so does Settings (DB_*). The values are the ones the tuning sweeps chose
+#: (docs/DECISIONS.md); the threads per process are each server's own default.
 SERVER_ENV = {
     "WEB_CONCURRENCY": os.environ.get("BENCH_WEB_CONCURRENCY", "2"),
-    "WEB_THREADS": os.environ.get("BENCH_WEB_THREADS", "8"),
     "DB_POOL_SIZE": os.environ.get("BENCH_DB_POOL_SIZE", "8"),
     "DB_MAX_OVERFLOW": os.environ.get("BENCH_DB_MAX_OVERFLOW", "0"),
     "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
 }
+#: WEB_THREADS by server: granian's blocking threads, gunicorn's gthread threads.
+THREADS = {
+    kind: os.environ.get("BENCH_WEB_THREADS", default)
+    for kind, default in (("granian", "4"), ("gunicorn", "8"))
+}
+
+
+def server_env(kind: str) -> dict[str, str]:
+    """The knobs ``kind`` runs with in the benchmark."""
+    return {**SERVER_ENV, "WEB_THREADS": THREADS[kind]}
+
+
 #: The server of the main tables (the default of `make run`); others are measured beside it
 #: at 32 clients (bench/run.py).
 SERVER = os.environ.get("BENCH_SERVER", "granian")
@@ -35,7 +47,7 @@ SERVER = os.environ.get("BENCH_SERVER", "granian")
 def served(
     database_url: str, extra_env: Mapping[str, str] | None = None, kind: str = SERVER
 ) -> Iterator[Server]:
-    env = {"DATABASE_URL": database_url, **SERVER_ENV, **(extra_env or {})}
+    env = {"DATABASE_URL": database_url, **server_env(kind), **(extra_env or {})}
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as workdir:
         log_path = Path(workdir) / "server.log"
         with serve(env, cwd=Path(workdir), log_path=log_path, kind=kind) as server:
