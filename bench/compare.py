@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -154,10 +155,11 @@ def old_served(url: str, kind: str, tree: Path = OLD_DIR) -> Iterator[Any]:
             "BIND_HOST": "127.0.0.1",
         }
     )
+    made: str | None = None  # the metrics directory made here, removed at the end
     if kind == "gunicorn":
         argv = [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", "api:create_app()"]
     else:
-        env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="bench-old-metrics-")
+        made = env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="bench-old-metrics-")
         argv = [
             str(VENV_BIN / "granian"), "--interface", "wsgi", "--factory", "--no-ws",
             "--workers", sync.SERVER_ENV["WEB_CONCURRENCY"],
@@ -192,6 +194,8 @@ def old_served(url: str, kind: str, tree: Path = OLD_DIR) -> Iterator[Any]:
                 except subprocess.TimeoutExpired:
                     os.killpg(process.pid, signal.SIGKILL)
                     process.wait(timeout=10)
+            if made is not None:
+                shutil.rmtree(made, ignore_errors=True)
 
 
 def _measure(server: Any, database: str, clients: int, seconds: int, people: int) -> dict[str, Any]:
