@@ -162,8 +162,7 @@ def old_served(url: str, kind: str, tree: Path = OLD_DIR) -> Iterator[Any]:
         made = env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="bench-old-metrics-")
         argv = [
             str(VENV_BIN / "granian"), "--interface", "wsgi", "--factory", "--no-ws",
-            "--workers", sync.SERVER_ENV["WEB_CONCURRENCY"],
-            "--blocking-threads", sync.THREADS["granian"],
+            "--workers", env["WEB_CONCURRENCY"], "--blocking-threads", env["WEB_THREADS"],
             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
             "api:create_app",
         ]  # fmt: skip

@@ -94,8 +94,8 @@ def machine() -> dict[str, Any]:
         "postgresql": pg,
         "commit": commit + (" (with uncommitted changes)" if dirty else ""),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "server": sync.server_env(sync.SERVER),
-        "threads": sync.THREADS,
+        "server": sync.SERVER_ENV,
+        "threads": sync.THREADS,  # WEB_THREADS, each server's own
     }
 
 
