@@ -101,6 +101,35 @@ def test_repeats_of_pairs_on_record_never_cross_the_threshold(engine: Engine) ->
     assert [tuple(m) for m in marks] == [("5550100", 7, "ev-new")]
 
 
+def test_a_pair_on_record_is_screened_once_its_value_turns_generic_in_the_batch(
+    engine: Engine,
+) -> None:
+    """A repeat of a pair on record is passed over without screening only while none of
+    its values is marked: here an earlier event of the same batch makes the phone generic,
+    and the repeats after it are noted as such (those before it are not)."""
+    policy = GuardPolicy(generic_threshold=3)
+    apply(engine, [Event(f"ev-{i}", Identifiers(f"c{i}@shop.test", "5550100")) for i in range(3)])
+    apply(
+        engine,
+        [
+            Event("repeat-before", Identifiers("c0@shop.test", "5550100")),
+            Event("crossing", Identifiers("c3@shop.test", "5550100")),
+            Event("repeat-after", Identifiers("c1@shop.test", "5550100")),
+            Event("repeat-email", Identifiers("c2@shop.test", None)),
+        ],
+        policy,
+    )
+    notes = ledger(engine)
+    assert notes["repeat-before"] is None
+    assert notes["crossing"] == "phoneNumber:generic"
+    assert notes["repeat-after"] == "phoneNumber:generic"
+    assert notes["repeat-email"] is None
+    assert contacts(engine) == [
+        *[(f"c{i}@shop.test", "5550100") for i in range(3)],
+        ("c3@shop.test", None),
+    ]
+
+
 def test_a_partner_through_the_link_of_another_pair_counts(engine: Engine) -> None:
     """A value's partners are every contact and every link holding it (SPEC "Guards"),
     whatever pairs the batch itself brings: here phone 5550101's partner BIFF exists only
