@@ -26,8 +26,8 @@ control_socket_disable = True
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"app": {"()": "api.observability.make_formatter", "settings": _settings}},
-    "handlers": {"stderr": {"class": "api.observability.StderrHandler", "formatter": "app"}},
+    "formatters": {"app": {"()": "identity.logs.make_formatter", "settings": _settings}},
+    "handlers": {"stderr": {"class": "identity.logs.StderrHandler", "formatter": "app"}},
     # The root logger gets its handler from create_app (api.observability.configure_logging).
     "root": {"level": _settings.log_level, "handlers": []},
     "loggers": {

@@ -50,8 +50,8 @@ def log_config(settings: Settings) -> dict[str, object]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"app": {"()": "api.observability.make_formatter", "settings": settings}},
-        "handlers": {"stderr": {"class": "api.observability.StderrHandler", "formatter": "app"}},
+        "formatters": {"app": {"()": "identity.logs.make_formatter", "settings": settings}},
+        "handlers": {"stderr": {"class": "identity.logs.StderrHandler", "formatter": "app"}},
         "loggers": {
             "_granian": {"level": settings.log_level, "handlers": ["stderr"], "propagate": False},
             "granian.access": {"level": "CRITICAL", "handlers": [], "propagate": False},

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 
 from identity.events.messages import queue_name
 from identity.guards.policy import GuardPolicy
+from identity.logs import configure_logging
 from identity.settings import Settings
 from identity.storage.db import create_db_engine
 from worker.ownership import PartitionOwnership, forget_parent_engines
@@ -88,6 +89,15 @@ app.set_default()
 app.steps["consumer"].add(PartitionOwnership)
 
 _engine: Engine | None = None
+
+
+@signals.setup_logging.connect
+def _configure_logging(**_: Any) -> None:
+    """The worker's lines as every process's (``identity.logs``): one JSON object a line
+    (or text, ``LOG_FORMAT``), emails and phones replaced by keyed hashes. A receiver of
+    this signal makes Celery leave logging alone: no handler of its own, and stdout and
+    stderr not redirected into the log."""
+    configure_logging(app.conf.identity_settings)
 
 
 def get_policy() -> GuardPolicy:

@@ -28,6 +28,7 @@ from identity.events.messages import partition_for
 from identity.events.services import claim_stale, claim_unpublished, mark_published
 from identity.guards.policy import GuardPolicy
 from identity.guards.store import prune_erased
+from identity.logs import configure_logging
 from identity.settings import Settings
 from identity.storage.db import create_db_engine, run_in_transaction
 from identity.storage.locking import advisory_key
@@ -139,7 +140,7 @@ class Relay:
 
 def main() -> None:
     settings = Settings.from_env()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(message)s")
+    configure_logging(settings)
     if not settings.redis_url:
         raise SystemExit("relay: REDIS_URL is not set; without it events are applied in-process")
     relay = Relay(settings)

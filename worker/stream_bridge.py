@@ -29,6 +29,7 @@ from sqlalchemy.engine import Connection, Engine
 from identity.errors import InvalidInput
 from identity.events.messages import MAX_EVENT_ID_LENGTH, Event, parse_event
 from identity.events.services import accept_events, record_dead_letter
+from identity.logs import configure_logging
 from identity.settings import Settings
 from identity.storage.db import create_db_engine, run_in_transaction
 from worker.redis_client import redis_client
@@ -110,7 +111,7 @@ def bridge_once(client: redis.Redis, engine: Engine, settings: Settings) -> int:
 
 def main() -> None:
     settings = Settings.from_env()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(message)s")
+    configure_logging(settings)
     if not settings.redis_url:
         raise SystemExit("stream bridge: REDIS_URL is not set")
     client = redis_client(settings, socket_timeout=10)

@@ -17,7 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from api.observability import JsonFormatter, Redactor, TextFormatter
+from identity.logs import JsonFormatter, Redactor, TextFormatter
 from tests.support.db import ROOT
 from tests.support.server import Server
 
@@ -163,7 +163,7 @@ def test_numbers_printed_side_by_side_are_not_taken_for_a_phone() -> None:
     while a phone passed as an argument or inline is still hashed."""
     import logging as _logging
 
-    from api.observability import JsonFormatter, TextFormatter
+    from identity.logs import JsonFormatter, TextFormatter
 
     for formatter in (JsonFormatter(), TextFormatter()):
         listening = _logging.LogRecord(

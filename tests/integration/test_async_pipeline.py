@@ -219,3 +219,39 @@ def test_stream_bridge_takes_events_from_any_redis_client(
     finally:
         stack.kill("bridge")
         client.close()
+
+
+def test_worker_log_lines_are_json_with_no_email_or_phone_in_clear(
+    stack: AsyncStack, pg: Engine, queued_settings: Settings
+) -> None:
+    """A Celery worker's lines go through the same formatter as the web's (identity.logs):
+    a dead letter's line names the event, and an eventId a producer built from an email
+    and a phone number is logged as keyed hashes, never in clear."""
+    from identity.events.messages import APPLY_EVENTS_TASK, queue_name
+    from worker.app import args_repr
+
+    event_id = "order-for-marty@mail.test-5551234567"
+    bad = {"eventId": event_id, "email": "no-at-sign", "phoneNumber": None}
+    with Publisher(queued_settings) as publisher:
+        publisher._celery.send_task(
+            APPLY_EVENTS_TASK, args=[[bad]], queue=queue_name(0), **args_repr(1)
+        )
+    wait_until(
+        lambda: "dead-lettering event" in stack.procs["worker0"].log(),
+        timeout_s=30,
+        what="the dead letter's log line",
+    )
+    with pg.connect() as conn:
+        dead = conn.execute(
+            text("SELECT error FROM dead_letter WHERE event_id = :e"), {"e": event_id}
+        )
+        assert dead.scalar_one().startswith("invalid event: email")
+    log = stack.procs["worker0"].log()
+    assert "marty@mail.test" not in log and "5551234567" not in log
+    line = next(x for x in log.splitlines() if "dead-lettering event" in x)
+    entry = json.loads(line)
+    assert entry["level"] == "WARNING" and entry["logger"] == "worker.tasks"
+    assert "email#" in entry["message"] and "phone#" in entry["message"]
+    # Celery's own lines (the worker's start) take the same path: JSON objects too.
+    ready = next(x for x in log.splitlines() if " ready." in x)
+    assert json.loads(ready)["logger"].startswith("celery")
