@@ -115,7 +115,7 @@ def redacted_message(r: Redactor, record: logging.LogRecord) -> str:
                 safe: Any = {k: _redact_arg(r, v) for k, v in args.items()}
             else:
                 safe = tuple(_redact_arg(r, v) for v in args)
-            return r.redact_emails(str(record.msg)) % safe
+            return str(r.redact_emails(str(record.msg)) % safe)
         except (TypeError, ValueError, KeyError):
             pass
     elif not args and written and _is_own_logger(record.name):
