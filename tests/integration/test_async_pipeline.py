@@ -19,7 +19,7 @@ from flask import Flask
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from identity.events.messages import partition_for
+from identity.events.messages import APPLY_EVENTS_TASK, partition_for, queue_name
 from identity.settings import Settings
 from tests.conftest import opened_app
 from tests.support.async_stack import (
@@ -31,6 +31,7 @@ from tests.support.async_stack import (
 from tests.support.db import ROOT
 from tests.support.invariants import Pair, assert_consistent
 from tests.support.server import serve as serve_gunicorn
+from worker.app import args_repr, create_celery
 from worker.publisher import Publisher
 
 pytestmark = pytest.mark.slow
@@ -227,15 +228,14 @@ def test_worker_log_lines_are_json_with_no_email_or_phone_in_clear(
     """A Celery worker's lines go through the same formatter as the web's (identity.logs):
     a dead letter's line names the event, and an eventId a producer built from an email
     and a phone number is logged as keyed hashes, never in clear."""
-    from identity.events.messages import APPLY_EVENTS_TASK, queue_name
-    from worker.app import args_repr
-
     event_id = "order for marty@mail.test, call 5551234567"
     bad = {"eventId": event_id, "email": "no-at-sign", "phoneNumber": None}
-    with Publisher(queued_settings) as publisher:
-        publisher._celery.send_task(
-            APPLY_EVENTS_TASK, args=[[bad]], queue=queue_name(0), **args_repr(1)
-        )
+    # A producer writing to the queue without validating (as in test_async_faults.py).
+    celery = create_celery(queued_settings)
+    try:
+        celery.send_task(APPLY_EVENTS_TASK, args=[[bad]], queue=queue_name(0), **args_repr(1))
+    finally:
+        celery.close()
 
     def dead_letter() -> str | None:
         with pg.connect() as conn:
