@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import phonenumbers
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from identity import normalize
 from identity.errors import InvalidInput
 from identity.normalize import (
     MAX_EMAIL_LENGTH,
@@ -171,6 +175,40 @@ REGION_CASES = [
 @pytest.mark.parametrize(("raw", "region", "expected"), REGION_CASES)
 def test_default_region_gives_e164(raw: object, region: str | None, expected: str) -> None:
     assert normalize_phone(raw, region) == expected
+
+
+def _uncached(compact: str, region: str | None) -> str:
+    try:
+        parsed = phonenumbers.parse(compact, region)
+    except phonenumbers.NumberParseException:
+        return compact
+    if phonenumbers.is_valid_number(parsed):
+        return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    return compact
+
+
+@given(
+    digits=st.text(alphabet="0123456789", min_size=3, max_size=15),
+    plus=st.booleans(),
+    region=st.sampled_from([None, "US", "GB", "DE", "IN"]),
+)
+def test_the_remembered_e164_form_is_phonenumbers_own(
+    digits: str, plus: bool, region: str | None
+) -> None:
+    compact = ("+" if plus else "") + digits
+    expected = _uncached(compact, region) if plus or region else compact
+    assert normalize_phone(compact, region) == expected
+    assert normalize_phone(compact, region) == expected  # the second time, from memory
+
+
+def test_a_phone_seen_before_is_not_parsed_again_and_the_memory_is_bounded() -> None:
+    normalize._e164.cache_clear()
+    for _ in range(3):
+        assert normalize_phone("+1 (415) 555-2671") == "+14155552671"
+        assert normalize_phone("415 555 2671", "US") == "+14155552671"
+    info = normalize._e164.cache_info()
+    assert (info.misses, info.hits) == (2, 4)
+    assert info.maxsize == normalize.E164_CACHE_SIZE
 
 
 # --- both -------------------------------------------------------------------------------
