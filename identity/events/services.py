@@ -482,11 +482,9 @@ def _screen_batch(
             e, p = ("e", ids.email), ("p", ids.phone)
             if e not in marked and p not in marked and e not in generic and p not in generic:
                 continue
-        screened = screen(
-            event.identifiers, policy, marks, accepted_at=event.accepted_at, blocked=blocked
-        )
+        screened = screen(ids, policy, marks, accepted_at=event.accepted_at, blocked=blocked)
         if not screened.ignored:  # the common case: the event as it came
-            kept.append((event.event_id, event.identifiers))
+            kept.append((event.event_id, ids))
             continue
         record_ignored(conn, screened)
         if screened.newly_generic:
